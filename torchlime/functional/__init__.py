@@ -1,0 +1,49 @@
+"""Pure tensor functions: sampling, distances and kernels, surrogate fits, lime's selection.
+
+No modules, no Captum, no I/O: every function takes leading batch dims and, where it
+draws random numbers, a ``generator``.
+"""
+
+from .kernels import (
+    cosine_distance,
+    euclidean_distance,
+    exp_kernel,
+    group_statistics,
+    hamming_distance,
+    kernel_shap_weights,
+    lime_kernel,
+    masked_input_distance,
+    pairwise_distance,
+    shapley_kernel,
+)
+from .sampling import bernoulli_masks, check_generator, check_masks, kernel_shap_masks
+from .selection import FEATURE_SELECTION_MODES, FeatureSelection, lime_fit, select_features
+from .surrogate import Moments, SurrogateFit, lasso, linear_regression, ridge, weighted_moments, weighted_r2
+
+__all__ = [
+    "bernoulli_masks",
+    "kernel_shap_masks",
+    "check_masks",
+    "check_generator",
+    "cosine_distance",
+    "euclidean_distance",
+    "hamming_distance",
+    "pairwise_distance",
+    "lime_kernel",
+    "exp_kernel",
+    "shapley_kernel",
+    "kernel_shap_weights",
+    "group_statistics",
+    "masked_input_distance",
+    "SurrogateFit",
+    "Moments",
+    "weighted_moments",
+    "ridge",
+    "linear_regression",
+    "lasso",
+    "weighted_r2",
+    "FEATURE_SELECTION_MODES",
+    "FeatureSelection",
+    "select_features",
+    "lime_fit",
+]

@@ -1,0 +1,383 @@
+"""Weighted linear surrogate fits, batched over instances and targets.
+
+Shape glossary: B instances (any leading dims ``...``), n perturbation samples,
+F interpretable features, K targets.
+
+Every fit takes ``X (..., n, F)``, ``y (..., n, K)`` (or ``(..., n)`` for one target) and
+sample weights ``w (..., n)``, solves in float64 and returns a :class:`SurrogateFit`
+in the dtype of ``y``. Nothing here synchronises with the host unless asked to
+(``lasso(..., sync_free=False)`` stops early once converged).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "SurrogateFit",
+    "Moments",
+    "weighted_moments",
+    "ridge",
+    "linear_regression",
+    "lasso",
+    "weighted_r2",
+    "finish_fit",
+]
+
+
+class SurrogateFit(NamedTuple):
+    """A fitted linear surrogate.
+
+    Attributes:
+        coef: ``(..., K, F)`` coefficients (``(..., F)`` for a single target).
+        intercept: ``(..., K)`` (``(...)`` for a single target).
+        score: weighted R^2 on the samples, ``(..., K)``.
+        local_pred: the surrogate's prediction at row 0, ``(..., K)``.
+    """
+
+    coef: Tensor
+    intercept: Tensor
+    score: Tensor
+    local_pred: Tensor
+
+
+class Moments(NamedTuple):
+    """Weighted, centred second moments of a regression problem (all float64).
+
+    Attributes:
+        gram: ``(..., F, F)`` = Xc^T W Xc.
+        cross: ``(..., K, F)`` = (W yc)^T Xc.
+        yy: ``(..., K)`` = sum w yc^2.
+        x_mean: ``(..., F)`` weighted mean of X (zeros without intercept).
+        y_mean: ``(..., K)`` weighted mean of y (zeros without intercept).
+        weight_sum: ``(...)``.
+    """
+
+    gram: Tensor
+    cross: Tensor
+    yy: Tensor
+    x_mean: Tensor
+    y_mean: Tensor
+    weight_sum: Tensor
+
+
+def _prepare(X: Tensor, y: Tensor, sample_weight: Tensor | None) -> tuple[Tensor, Tensor, Tensor, bool]:
+    if X.dim() < 2:
+        raise ValueError(f"expected X of shape (..., n, F), got shape {tuple(X.shape)}")
+    single = y.dim() == X.dim() - 1
+    if single:
+        y = y.unsqueeze(-1)
+    if y.dim() != X.dim() or y.shape[-2] != X.shape[-2]:
+        raise ValueError(
+            f"expected y of shape (..., {X.shape[-2]}, K) or (..., {X.shape[-2]}) to match X of "
+            f"shape {tuple(X.shape)}, got shape {tuple(y.shape if not single else y.shape[:-1])}"
+        )
+    if sample_weight is None:
+        sample_weight = torch.ones(X.shape[:-1], device=X.device, dtype=torch.float64)
+    if sample_weight.shape[-1:] != X.shape[-2:-1]:
+        raise ValueError(
+            f"expected sample_weight of shape (..., {X.shape[-2]}), got shape "
+            f"{tuple(sample_weight.shape)}"
+        )
+    lead = torch.broadcast_shapes(X.shape[:-2], y.shape[:-2], sample_weight.shape[:-1])
+    X = X.to(torch.float64).expand(*lead, *X.shape[-2:])
+    y = y.to(torch.float64).expand(*lead, *y.shape[-2:])
+    w = sample_weight.to(torch.float64).expand(*lead, sample_weight.shape[-1])
+    return X, y, w, single
+
+
+def weighted_moments(
+    X: Tensor, y: Tensor, sample_weight: Tensor | None = None, fit_intercept: bool = True
+) -> Moments:
+    """Centre X and y by their weighted means and form the normal-equation terms.
+
+    Args:
+        X: ``(..., n, F)``.
+        y: ``(..., n, K)``.
+        sample_weight: ``(..., n)`` non-negative, or None for ones.
+        fit_intercept: centre (True) or not (False).
+
+    Returns:
+        :class:`Moments`, float64.
+    """
+    X, y, w, _ = _prepare(X, y, sample_weight)
+    return _moments(X, y, w, fit_intercept)
+
+
+def _moments(X: Tensor, y: Tensor, w: Tensor, fit_intercept: bool) -> Moments:
+    weight_sum = w.sum(-1)
+    if fit_intercept:
+        denom = weight_sum.clamp_min(torch.finfo(torch.float64).tiny).unsqueeze(-1)
+        x_mean = (w.unsqueeze(-2) @ X).squeeze(-2) / denom
+        y_mean = (w.unsqueeze(-2) @ y).squeeze(-2) / denom
+        Xc = X - x_mean.unsqueeze(-2)
+        yc = y - y_mean.unsqueeze(-2)
+    else:
+        x_mean = X.new_zeros(X.shape[:-2] + X.shape[-1:])
+        y_mean = y.new_zeros(y.shape[:-2] + y.shape[-1:])
+        Xc, yc = X, y
+    wX = Xc * w.unsqueeze(-1)
+    gram = Xc.transpose(-1, -2) @ wX
+    cross = yc.transpose(-1, -2) @ wX
+    yy = (w.unsqueeze(-1) * yc * yc).sum(-2)
+    return Moments(gram, cross, yy, x_mean, y_mean, weight_sum)
+
+
+def weighted_r2(y: Tensor, pred: Tensor, sample_weight: Tensor | None = None) -> Tensor:
+    """scikit-learn's ``r2_score(y, pred, sample_weight=w)`` per column.
+
+    A constant target scores 1.0 when predicted exactly and 0.0 otherwise, as
+    scikit-learn does.
+
+    Args:
+        y: ``(..., n, K)``.
+        pred: ``(..., n, K)``.
+        sample_weight: ``(..., n)`` or None.
+
+    Returns:
+        ``(..., K)``.
+    """
+    if sample_weight is None:
+        sample_weight = torch.ones(y.shape[:-1], device=y.device, dtype=y.dtype)
+    w = sample_weight.unsqueeze(-1).to(y.dtype)
+    mean = (w * y).sum(-2, keepdim=True) / w.sum(-2, keepdim=True)
+    num = (w * (y - pred) ** 2).sum(-2)
+    den = (w * (y - mean) ** 2).sum(-2)
+    score = 1 - num / torch.where(den == 0, torch.ones_like(den), den)
+    constant = torch.where(num == 0, torch.ones_like(num), torch.zeros_like(num))
+    return torch.where(den == 0, constant, score)
+
+
+def _masked_system(gram: Tensor, active: Tensor | None, fill: float) -> Tensor:
+    """``gram`` restricted to ``active`` features per target: ``(..., K, F, F)``.
+
+    Rows and columns of inactive features are zeroed and their diagonal set to ``fill``
+    (1 keeps a Cholesky factorisation valid; 0 suits a pseudo-inverse).
+    """
+    if active is None:
+        return gram.unsqueeze(-3)
+    a = active.to(gram.dtype)
+    outer = a.unsqueeze(-1) * a.unsqueeze(-2)
+    eye = torch.eye(gram.shape[-1], device=gram.device, dtype=gram.dtype)
+    return gram.unsqueeze(-3) * outer + eye * (1 - a).unsqueeze(-1) * fill
+
+
+def _solve(gram: Tensor, cross: Tensor, alpha: float, active: Tensor | None) -> Tensor:
+    """Solve ``(G + alpha I) beta = c`` for each target (restricted to ``active``)."""
+    eye = torch.eye(gram.shape[-1], device=gram.device, dtype=gram.dtype)
+    if alpha > 0:
+        system = _masked_system(gram + alpha * eye, active, fill=1.0)
+        rhs = cross if active is None else cross * active.to(cross.dtype)
+        chol, _ = torch.linalg.cholesky_ex(system)
+        return torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)
+    # alpha == 0: the minimum-norm least-squares solution (scikit-learn's lstsq fallback).
+    system = _masked_system(gram, active, fill=0.0)
+    rhs = cross if active is None else cross * active.to(cross.dtype)
+    return (torch.linalg.pinv(system, hermitian=True) @ rhs.unsqueeze(-1)).squeeze(-1)
+
+
+def finish_fit(
+    X: Tensor, y: Tensor, w: Tensor, moments: Moments, coef: Tensor, single: bool, dtype: torch.dtype
+) -> SurrogateFit:
+    """Intercept, weighted R^2 and local prediction for solved coefficients.
+
+    Args:
+        X: ``(..., n, F)`` float64.
+        y: ``(..., n, K)`` float64.
+        w: ``(..., n)`` float64.
+        moments: the problem's :class:`Moments`.
+        coef: ``(..., K, F)`` float64.
+        single: drop the K dim from the outputs.
+        dtype: dtype of the outputs.
+
+    Returns:
+        :class:`SurrogateFit`.
+    """
+    intercept = moments.y_mean - (coef * moments.x_mean.unsqueeze(-2)).sum(-1)
+    pred = X @ coef.transpose(-1, -2) + intercept.unsqueeze(-2)
+    score = weighted_r2(y, pred, w)
+    local_pred = pred[..., 0, :]
+    fit = SurrogateFit(coef, intercept, score, local_pred)
+    if single:
+        fit = SurrogateFit(*(t.squeeze(-2) if t is coef else t.squeeze(-1) for t in fit))
+    return SurrogateFit(*(t.to(dtype) for t in fit))
+
+
+def _out_dtype(y: Tensor) -> torch.dtype:
+    return y.dtype if y.dtype.is_floating_point else torch.float32
+
+
+def ridge(
+    X: Tensor,
+    y: Tensor,
+    sample_weight: Tensor | None = None,
+    alpha: float = 1.0,
+    fit_intercept: bool = True,
+    active: Tensor | None = None,
+) -> SurrogateFit:
+    """Weighted ridge regression with scikit-learn ``Ridge`` semantics.
+
+    Minimises ``sum_i w_i (y_i - b - x_i . beta)^2 + alpha ||beta||^2`` with an
+    unpenalised intercept b, by Cholesky on the float64 normal equations; ``alpha == 0``
+    gives the minimum-norm least-squares solution (as scikit-learn's fallback).
+
+    Args:
+        X: ``(..., n, F)`` design (masks).
+        y: ``(..., n, K)`` targets or ``(..., n)``.
+        sample_weight: ``(..., n)`` or None.
+        alpha: L2 penalty (>= 0).
+        fit_intercept: fit an intercept.
+        active: ``(..., K, F)`` bool, fit only these features (others get 0).
+
+    Returns:
+        :class:`SurrogateFit`.
+
+    Example:
+        >>> X = torch.tensor([[0., 1.], [1., 0.], [1., 1.], [0., 0.]])
+        >>> ridge(X, X @ torch.tensor([2., -1.]) + 3, alpha=0.0).coef
+        tensor([ 2., -1.])
+    """
+    if alpha < 0:
+        raise ValueError(f"expected alpha >= 0, got {alpha}")
+    dtype = _out_dtype(y)
+    X, y, w, single = _prepare(X, y, sample_weight)
+    m = _moments(X, y, w, fit_intercept)
+    coef = _solve(m.gram, m.cross, float(alpha), active)
+    return finish_fit(X, y, w, m, coef, single, dtype)
+
+
+def linear_regression(
+    X: Tensor,
+    y: Tensor,
+    sample_weight: Tensor | None = None,
+    fit_intercept: bool = True,
+    warn_singular: bool = False,
+) -> SurrogateFit:
+    """Weighted least squares (scikit-learn ``LinearRegression``): minimum-norm solution.
+
+    Args:
+        X: ``(..., n, F)``.
+        y: ``(..., n, K)`` or ``(..., n)``.
+        sample_weight: ``(..., n)`` or None.
+        fit_intercept: fit an intercept.
+        warn_singular: warn when the weighted design is rank-deficient (synchronises
+            with the host to look).
+
+    Returns:
+        :class:`SurrogateFit`.
+    """
+    dtype = _out_dtype(y)
+    X, y, w, single = _prepare(X, y, sample_weight)
+    m = _moments(X, y, w, fit_intercept)
+    if warn_singular:
+        rank = torch.linalg.matrix_rank(m.gram, hermitian=True)
+        if bool((rank < m.gram.shape[-1]).any()):
+            warnings.warn(
+                f"the weighted design is rank-deficient (rank {rank.min().item()} < "
+                f"{m.gram.shape[-1]} features); using the minimum-norm least-squares solution",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    coef = _solve(m.gram, m.cross, 0.0, None)
+    return finish_fit(X, y, w, m, coef, single, dtype)
+
+
+def _soft(x: Tensor, t: Tensor | float) -> Tensor:
+    return torch.sign(x) * torch.clamp(x.abs() - t, min=0)
+
+
+def _lasso_objective(gram: Tensor, cross: Tensor, beta: Tensor, alpha: float) -> Tensor:
+    quad = 0.5 * (beta.unsqueeze(-2) @ gram.unsqueeze(-3) @ beta.unsqueeze(-1)).squeeze(-1).squeeze(-1)
+    return quad - (cross * beta).sum(-1) + alpha * beta.abs().sum(-1)
+
+
+def lasso(
+    X: Tensor,
+    y: Tensor,
+    sample_weight: Tensor | None = None,
+    alpha: float = 1.0,
+    fit_intercept: bool = True,
+    max_iter: int = 1000,
+    tol: float = 1e-12,
+    sync_free: bool = False,
+) -> SurrogateFit:
+    """Weighted lasso with scikit-learn ``Lasso`` semantics.
+
+    Minimises ``1 / (2 sum_i w_i) * sum_i w_i (y_i - b - x_i . beta)^2 + alpha ||beta||_1``
+    (scikit-learn rescales ``sample_weight`` to sum to n, which is the same objective).
+    Solved for all instances and targets at once by accelerated proximal gradient
+    (FISTA with restarts) on the float64 normal equations, then polished: on the
+    support and signs found, the KKT system is solved exactly, and that solution is
+    kept wherever it is consistent and not worse.
+
+    Args:
+        X: ``(..., n, F)``.
+        y: ``(..., n, K)`` or ``(..., n)``.
+        sample_weight: ``(..., n)`` or None.
+        alpha: L1 penalty (>= 0).
+        fit_intercept: fit an unpenalised intercept.
+        max_iter: iterations of the proximal gradient method.
+        tol: stop early once no coefficient moved more than this in an iteration
+            (checked every 50 iterations; ignored when ``sync_free``).
+        sync_free: never synchronise with the host (always runs ``max_iter``).
+
+    Returns:
+        :class:`SurrogateFit`.
+    """
+    if alpha < 0:
+        raise ValueError(f"expected alpha >= 0, got {alpha}")
+    if max_iter < 1:
+        raise ValueError(f"expected max_iter >= 1, got {max_iter}")
+    dtype = _out_dtype(y)
+    X, y, w, single = _prepare(X, y, sample_weight)
+    m = _moments(X, y, w, fit_intercept)
+    scale = m.weight_sum.clamp_min(torch.finfo(torch.float64).tiny)
+    gram = m.gram / scale[..., None, None]
+    cross = m.cross / scale[..., None, None]
+    coef = _lasso_solve(gram, cross, float(alpha), max_iter, tol, sync_free)
+    return finish_fit(X, y, w, m, coef, single, dtype)
+
+
+def _lasso_solve(
+    gram: Tensor, cross: Tensor, alpha: float, max_iter: int, tol: float, sync_free: bool
+) -> Tensor:
+    """FISTA + exact polish for ``min 1/2 b'Gb - c'b + alpha |b|_1``: G ``(..., F, F)``, c ``(..., K, F)``."""
+    lipschitz = torch.linalg.eigvalsh(gram)[..., -1:].clamp_min(torch.finfo(gram.dtype).tiny)
+    step = (1.0 / lipschitz).unsqueeze(-2)  # (..., 1, 1)
+    beta = torch.zeros_like(cross)
+    z = beta
+    t = 1.0
+    for it in range(max_iter):
+        grad = z @ gram.transpose(-1, -2) - cross
+        new = _soft(z - step * grad, alpha * step)
+        t_next = (1 + (1 + 4 * t * t) ** 0.5) / 2
+        momentum = (new - beta) * ((t - 1) / t_next)
+        # Adaptive restart (O'Donoghue & Candes): drop momentum where it points uphill.
+        uphill = ((z - new) * (new - beta)).sum(-1, keepdim=True) > 0
+        z = torch.where(uphill, new, new + momentum)
+        delta = (new - beta).abs()
+        beta = new
+        t = t_next
+        if not sync_free and (it + 1) % 50 == 0 and bool(delta.max() <= tol):
+            break
+    return _lasso_polish(gram, cross, beta, alpha)
+
+
+def _lasso_polish(gram: Tensor, cross: Tensor, beta: Tensor, alpha: float) -> Tensor:
+    active = beta != 0
+    signs = torch.sign(beta)
+    system = _masked_system(gram, active, fill=1.0)
+    rhs = (cross - alpha * signs) * active.to(cross.dtype)
+    chol, info = torch.linalg.cholesky_ex(system)
+    exact = torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)
+    exact = torch.where(active, exact, torch.zeros_like(exact))
+    consistent = (torch.sign(exact) == signs).all(-1) & (info == 0)
+    slack = (cross - exact @ gram.transpose(-1, -2)).abs()
+    kkt = ((slack <= alpha * (1 + 1e-9) + 1e-12) | active).all(-1)
+    better = _lasso_objective(gram, cross, exact, alpha) <= _lasso_objective(gram, cross, beta, alpha) + 1e-12
+    keep = (consistent & kkt & better & torch.isfinite(exact).all(-1)).unsqueeze(-1)
+    return torch.where(keep, exact, beta)
