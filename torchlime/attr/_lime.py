@@ -106,7 +106,10 @@ class _BernoulliPerturb:
     def __call__(self, original_inp: Any, **kwargs: Any) -> Tensor:
         device = (original_inp if isinstance(original_inp, Tensor) else original_inp[0]).device
         F = int(kwargs["num_interp_features"])
-        return bernoulli_masks(2, F, generator=kwargs.get("generator"), device=device)[:1].long()
+        generator = kwargs.get("generator")
+        where = generator.device if generator is not None else "cpu"  # Captum draws on the CPU
+        probs = torch.full((1, F), 0.5, device=where)
+        return torch.bernoulli(probs, generator=generator).to(device=device).long()
 
     def __torchlime_batched__(self, original_inp: Any, *, n_samples: int, generator: Any = None, **kwargs: Any) -> Tensor:
         device = (original_inp if isinstance(original_inp, Tensor) else original_inp[0]).device

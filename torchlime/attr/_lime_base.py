@@ -242,8 +242,9 @@ class LimeBase(CaptumLimeBase):
         device = _first_tensor(inputs).device
         num_features = kwargs.get("num_interp_features")
         if masks is not None:
-            checked = check_masks(masks, num_features)
-            return checked.to(device) if masks.dim() == 3 else checked[0].to(device)
+            instances = kwargs.get("num_instances")
+            checked = check_masks(masks, num_features, batch_size=instances).to(device)
+            return checked if masks.dim() == 3 or instances is not None else checked[0]
         fast = batched_impl(self.perturb_func)
         if fast is not None:
             return fast(inputs, n_samples=n_samples, generator=generator, **kwargs)

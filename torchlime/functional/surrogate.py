@@ -147,6 +147,8 @@ def weighted_r2(y: Tensor, pred: Tensor, sample_weight: Tensor | None = None) ->
     mean = (w * y).sum(-2, keepdim=True) / w.sum(-2, keepdim=True)
     num = (w * (y - pred) ** 2).sum(-2)
     den = (w * (y - mean) ** 2).sum(-2)
+    # A constant column has den == 0 exactly (summation order could leave ~1e-32).
+    den = torch.where((y == y[..., :1, :]).all(-2), torch.zeros_like(den), den)
     score = 1 - num / torch.where(den == 0, torch.ones_like(den), den)
     constant = torch.where(num == 0, torch.ones_like(num), torch.zeros_like(num))
     return torch.where(den == 0, constant, score)

@@ -1,0 +1,154 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import Lasso, LinearRegression, Ridge
+from sklearn.metrics import r2_score
+
+from torchlime import functional as TF
+from torchlime import models
+
+
+def problem(seed, n=150, F=10, K=None, binary=True):
+    rng = np.random.default_rng(seed)
+    X = rng.integers(0, 2, (n, F)).astype(float) if binary else rng.normal(size=(n, F))
+    X[0] = 1
+    coef = rng.normal(size=(F,) if K is None else (F, K))
+    y = X @ coef + 0.3 * rng.normal(size=(n,) if K is None else (n, K))
+    w = rng.uniform(0.05, 1.0, n)
+    return X, y, w
+
+
+REFERENCES = [
+    ("ridge", lambda: Ridge(alpha=1.0), lambda X, y, w: TF.ridge(X, y, w, alpha=1.0)),
+    ("ridge_alpha0", lambda: Ridge(alpha=0.0), lambda X, y, w: TF.ridge(X, y, w, alpha=0.0)),
+    ("linear", lambda: LinearRegression(), lambda X, y, w: TF.linear_regression(X, y, w)),
+    # sklearn's coordinate descent is run to a tight tolerance so both sit on the optimum.
+    ("lasso", lambda: Lasso(alpha=0.02, tol=1e-14, max_iter=100_000), lambda X, y, w: TF.lasso(X, y, w, alpha=0.02)),
+]
+
+
+@pytest.mark.parametrize("name,ref,ours", REFERENCES, ids=[r[0] for r in REFERENCES])
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("binary", [True, False])
+def test_parity_with_sklearn(name, ref, ours, seed, binary):
+    X, y, w = problem(seed, binary=binary)
+    expected = ref().fit(X, y, sample_weight=w)
+    fit = ours(torch.tensor(X), torch.tensor(y), torch.tensor(w))
+    torch.testing.assert_close(fit.coef, torch.tensor(expected.coef_), atol=1e-6, rtol=0)
+    torch.testing.assert_close(fit.intercept, torch.tensor(expected.intercept_, dtype=torch.float64), atol=1e-6, rtol=0)
+    score = expected.score(X, y, sample_weight=w)
+    torch.testing.assert_close(fit.score, torch.tensor(score, dtype=torch.float64), atol=1e-6, rtol=0)
+    local = expected.predict(X[:1])[0]
+    torch.testing.assert_close(fit.local_pred, torch.tensor(local, dtype=torch.float64), atol=1e-6, rtol=0)
+
+
+def test_lasso_sets_coefficients_to_exact_zero():
+    X, y, w = problem(0, F=20)
+    fit = TF.lasso(torch.tensor(X), torch.tensor(y), torch.tensor(w), alpha=0.3)
+    ref = Lasso(alpha=0.3, tol=1e-14, max_iter=100_000).fit(X, y, sample_weight=w)
+    assert ((fit.coef == 0).numpy() == (ref.coef_ == 0)).all()
+    assert (fit.coef == 0).any()
+
+
+@pytest.mark.parametrize("fn", [TF.ridge, TF.linear_regression, TF.lasso])
+def test_batch_and_targets_equal_loops(fn):
+    B, K = 3, 4
+    problems = [problem(s, K=K) for s in range(B)]
+    X = torch.tensor(np.stack([p[0] for p in problems]))
+    Y = torch.tensor(np.stack([p[1] for p in problems]))
+    W = torch.tensor(np.stack([p[2] for p in problems]))
+    batched = fn(X, Y, W)
+    assert batched.coef.shape == (B, K, X.shape[-1])
+    for b in range(B):
+        for k in range(K):
+            single = fn(X[b], Y[b, :, k], W[b])
+            torch.testing.assert_close(batched.coef[b, k], single.coef, atol=1e-10, rtol=0)
+            torch.testing.assert_close(batched.intercept[b, k], single.intercept, atol=1e-10, rtol=0)
+            torch.testing.assert_close(batched.score[b, k], single.score, atol=1e-10, rtol=0)
+
+
+def test_weighted_r2_matches_sklearn_including_constant_targets():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(50, 3))
+    pred = y + 0.1 * rng.normal(size=(50, 3))
+    w = rng.uniform(size=50)
+    y[:, 2] = 1.0
+    pred[:, 2] = 1.0
+    ours = TF.weighted_r2(torch.tensor(y), torch.tensor(pred), torch.tensor(w))
+    expected = [r2_score(y[:, k], pred[:, k], sample_weight=w) for k in range(3)]
+    torch.testing.assert_close(ours, torch.tensor(expected, dtype=torch.float64))
+    pred[:, 2] = 2.0
+    ours = TF.weighted_r2(torch.tensor(y), torch.tensor(pred), torch.tensor(w))
+    assert ours[2] == r2_score(y[:, 2], pred[:, 2], sample_weight=w) == 0.0
+
+
+def test_singular_design_solves_with_minimum_norm_and_warns():
+    X, y, w = problem(1, F=5)
+    X = np.concatenate([X, X[:, :2]], axis=1)  # duplicated columns: rank-deficient
+    expected = LinearRegression().fit(X, y, sample_weight=w)
+    with pytest.warns(RuntimeWarning, match="rank-deficient"):
+        fit = TF.linear_regression(torch.tensor(X), torch.tensor(y), torch.tensor(w), warn_singular=True)
+    torch.testing.assert_close(fit.coef, torch.tensor(expected.coef_), atol=1e-6, rtol=0)
+    ridge = TF.ridge(torch.tensor(X), torch.tensor(y), torch.tensor(w), alpha=0.0)
+    assert torch.isfinite(ridge.coef).all()
+    torch.testing.assert_close(ridge.coef, torch.tensor(expected.coef_), atol=1e-6, rtol=0)
+
+
+def test_ill_conditioned_ridge_is_finite():
+    X, y, w = problem(2, F=6)
+    X[:, 1] = X[:, 0] + 1e-12
+    fit = TF.ridge(torch.tensor(X), torch.tensor(y), torch.tensor(w), alpha=1e-8)
+    assert torch.isfinite(fit.coef).all() and torch.isfinite(fit.score).all()
+
+
+def test_output_dtype_follows_targets(dtype):
+    X, y, w = problem(0)
+    fit = TF.ridge(torch.tensor(X, dtype=dtype), torch.tensor(y, dtype=dtype), torch.tensor(w, dtype=dtype))
+    assert fit.coef.dtype == dtype
+
+
+def test_ridge_gradcheck():
+    X, y, w = problem(3, n=30, F=4)
+    X = torch.tensor(X)
+    w = torch.tensor(w)
+    y = torch.tensor(y, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: TF.ridge(X, t, w, alpha=0.5).coef, (y,))
+    assert torch.autograd.gradcheck(lambda t: TF.linear_regression(X, t, w).coef, (y,))
+
+
+@pytest.mark.parametrize("model,ref", [
+    (lambda: models.Ridge(alpha=2.0), lambda: Ridge(alpha=2.0)),
+    (lambda: models.LinearRegression(), lambda: LinearRegression()),
+    (lambda: models.Lasso(alpha=0.01), lambda: Lasso(alpha=0.01, tol=1e-14, max_iter=100_000)),
+])
+def test_models_fit_dataloader_like_captum(model, ref):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    X, y, w = problem(5)
+    data = TensorDataset(torch.tensor(X), torch.tensor(y), torch.tensor(w))
+    m = model()
+    stats = m.fit(DataLoader(data, batch_size=40))  # several batches, concatenated as Captum does
+    assert "train_time" in stats
+    expected = ref().fit(X, y, sample_weight=w)
+    assert m.representation().shape == (1, X.shape[1])
+    torch.testing.assert_close(m.representation()[0], torch.tensor(expected.coef_), atol=1e-6, rtol=0)
+    torch.testing.assert_close(m.bias()[0], torch.tensor(expected.intercept_, dtype=torch.float64), atol=1e-6, rtol=0)
+    torch.testing.assert_close(m(torch.tensor(X[:3]))[:, 0], torch.tensor(expected.predict(X[:3])), atol=1e-6, rtol=0)
+
+
+def test_errors():
+    X = torch.rand(10, 3)
+    with pytest.raises(ValueError, match="expected alpha >= 0, got -1"):
+        TF.ridge(X, X.sum(-1), alpha=-1)
+    with pytest.raises(ValueError, match="expected alpha >= 0, got -1"):
+        models.Lasso(alpha=-1)
+    with pytest.raises(ValueError, match=r"expected y of shape \(\.\.\., 10, K\)"):
+        TF.ridge(X, torch.rand(9))
+    with pytest.raises(ValueError, match=r"expected sample_weight of shape \(\.\.\., 10\)"):
+        TF.lasso(X, X.sum(-1), torch.rand(4))
+    with pytest.raises(ValueError, match=r"expected X of shape \(\.\.\., n, F\)"):
+        TF.ridge(torch.rand(10), torch.rand(10))
+    with pytest.raises(RuntimeError, match="has not been fitted"):
+        models.Ridge().representation()
+    with pytest.raises(ValueError, match="differentiable=True needs .* got Lasso"):
+        models.Lasso().fit_tensors(X, X.sum(-1), differentiable=True)
