@@ -368,11 +368,13 @@ class Lime(LimeBase, CaptumLime):
                 attrs.append(coef.gather(1, ids).reshape(shape))
         return tuple(attrs) if is_tuple else attrs[0]
 
-    def _weights(self, inputs: Any, model_in: Any, masks: Tensor, kwargs: dict) -> Tensor:
-        if self._stats is not None:
-            z = masks if masks.dim() == 3 else masks.unsqueeze(0)
-            return self.similarity_func.from_statistics(z, self._stats)
-        return super()._weights(inputs, model_in, masks, kwargs)
+    def _weights_from_masks(self, masks: Tensor) -> Tensor | None:
+        # Captum's kernel on input-space distances, from per-feature sums: O(n F), no O(n D) pass.
+        if isinstance(self.similarity_func, _KernelShapWeights):
+            return kernel_shap_weights(masks, self.similarity_func.inf_weight)
+        if self._stats is None:
+            return None
+        return self.similarity_func.from_statistics(masks, self._stats)
 
 
 def extras_without_fit(extras: dict) -> dict:

@@ -269,6 +269,7 @@ class LimeBase(CaptumLimeBase):
         transform = batched_impl(self.from_interp_rep_transform)
         chunk = perturbations_per_eval
         outputs, weights = [], []
+        all_weights = self._weights_from_masks(Z3)  # (B, n), or None: computed per chunk
         progress = _progress(show_progress, math.ceil(n / chunk), type(self).__name__)
         flat_targets = None
         for start in range(0, n, chunk):
@@ -281,23 +282,28 @@ class LimeBase(CaptumLimeBase):
                 per_row = _per_row_shape(out, B * c)
                 flat_targets = _flat_targets(targets, per_row)
             outputs.append(_select(out, B, c, flat_targets))
-            sim = torch.as_tensor(self._weights(inputs, model_in, Zarg, kwargs), device=Z3.device)
-            if sim.numel() != B * c:
-                raise ValueError(
-                    f"expected similarity_func to return {B * c} weights for {B * c} samples, "
-                    f"got shape {tuple(sim.shape)}"
-                )
-            weights.append(sim.reshape(B, c))
+            if all_weights is None:
+                sim = torch.as_tensor(self._weights(inputs, model_in, Zarg, kwargs), device=Z3.device)
+                if sim.numel() != B * c:
+                    raise ValueError(
+                        f"expected similarity_func to return {B * c} weights for {B * c} samples, "
+                        f"got shape {tuple(sim.shape)}"
+                    )
+                weights.append(sim.reshape(B, c))
             progress.update()
         progress.close()
         Y = torch.cat(outputs, dim=1)  # (B, n, K)
-        W = torch.cat(weights, dim=1)  # (B, n)
+        W = torch.cat(weights, dim=1) if all_weights is None else all_weights  # (B, n)
         if validate:
             _validate(Y, W)
         fit = self._fit(Z3, Y, W, differentiable)
         if not multi:
             fit = SurrogateFit(fit.coef[:, 0], fit.intercept[:, 0], fit.score[:, 0], fit.local_pred[:, 0])
         return fit, multi
+
+    def _weights_from_masks(self, masks: Tensor) -> Tensor | None:
+        """Kernel weights ``(B, n)`` of all samples at once where they need no model input."""
+        return None
 
     def _weights(self, inputs: Any, model_in: Any, masks: Tensor, kwargs: dict) -> Tensor:
         """Step 3 for one chunk: kernel weights of its samples."""
