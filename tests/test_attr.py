@@ -303,3 +303,23 @@ def test_singular_kernel_shap_fit_warns_and_is_finite():
     with pytest.warns(RuntimeWarning, match="rank-deficient"):
         attr = torchlime.KernelShap(forward).attribute(torch.ones(1, 3), masks=masks)
     assert torch.isfinite(attr).all()
+
+
+def test_segment_composition_equals_gather_composition():
+    """The CPU fast path for long contiguous feature runs builds the same inputs."""
+    from torchlime.attr._lime import _MaskTransform
+
+    D, F = 6400, 8
+    x = torch.randn(2, 1, D)
+    base = torch.randn(1, 1, D)
+    segments = (torch.arange(D) * F // D).reshape(1, 1, D)
+    scattered = segments[..., torch.randperm(D)]  # same features, no long runs
+    masks = TF.bernoulli_masks(16, F, batch_shape=(2,), generator=torch.Generator().manual_seed(0))
+    for fm in (segments, scattered):
+        kw = dict(feature_mask=fm, baselines=base)
+        fast = _MaskTransform().__torchlime_batched__(masks, x, **kw)
+        keep = masks.bool().gather(2, fm.reshape(1, 1, D).expand(2, 16, D))
+        expected = torch.where(keep, x.reshape(2, 1, D), base.reshape(1, 1, D)).reshape(32, 1, D)
+        assert torch.equal(fast, expected)
+    assert _MaskTransform()._contiguous_runs(segments, x, 2) is not None
+    assert _MaskTransform()._contiguous_runs(scattered, x, 2) is None

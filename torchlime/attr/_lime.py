@@ -123,6 +123,10 @@ class _BernoulliPerturb:
 class _MaskTransform:
     """Captum's default Lime transform: keep the input where a feature is on, else baseline."""
 
+    def __init__(self) -> None:
+        self._runs_key: tuple | None = None
+        self._runs: list[tuple[int, int, int]] | None = None
+
     def __call__(self, curr_sample: Tensor, original_inputs: Any, **kwargs: Any) -> Any:
         return self.__torchlime_batched__(curr_sample.reshape(1, -1), original_inputs, **kwargs)
 
@@ -137,16 +141,43 @@ class _MaskTransform:
             base = _baseline_tensor(base, x)
             if on.dim() == 3:  # (B, c, F): dim 0 of x are the B instances
                 B, c, _ = on.shape
-                ids = _ids(mask, x, B)
-                keep = on.gather(2, ids.unsqueeze(1).expand(B, c, ids.shape[1]))
-                y = torch.where(keep, x.reshape(B, 1, -1), base.reshape(B, 1, -1))
-                out.append(y.reshape(B * c, *x.shape[1:]))
+                rows, on3 = B, on
             else:  # (c, F): all of x is one instance
-                c = on.shape[0]
-                keep = on[:, _ids(mask, x, 1)[0]]
-                y = torch.where(keep, x.reshape(1, -1), base.reshape(1, -1))
-                out.append(y.reshape(c * x.shape[0], *x.shape[1:]))
+                B, c = 1, on.shape[0]
+                rows, on3 = 1, on.unsqueeze(0)
+            y = self._compose(on3, x.reshape(rows, 1, -1), base.reshape(rows, 1, -1), mask, x, rows)
+            out.append(y.reshape(B * c * (x.shape[0] // rows), *x.shape[1:]))
         return tuple(out) if is_tuple else out[0]
+
+    def _compose(self, on: Tensor, x: Tensor, base: Tensor, mask: Tensor, inp: Tensor, rows: int) -> Tensor:
+        """``(rows, c, D)`` inputs from ``(rows, c, F)`` masks."""
+        runs = self._contiguous_runs(mask, inp, rows)
+        if runs is None:
+            ids = _ids(mask, inp, rows)
+            keep = on.gather(2, ids.unsqueeze(1).expand(rows, on.shape[1], ids.shape[1]))
+            return torch.where(keep, x, base)
+        # Features made of long contiguous runs (segments of a waveform, patches of a row):
+        # one broadcast `where` per run writes the output once, with no (c, D) index or mask.
+        out = torch.empty(rows, on.shape[1], x.shape[-1], device=x.device, dtype=torch.promote_types(x.dtype, base.dtype))
+        for start, end, f in runs:
+            torch.where(on[:, :, f : f + 1], x[:, :, start:end], base[:, :, start:end], out=out[:, :, start:end])
+        return out
+
+    def _contiguous_runs(self, mask: Tensor, inp: Tensor, rows: int) -> list[tuple[int, int, int]] | None:
+        """Runs ``(start, end, feature)`` of the flattened mask, when shared and long (CPU only)."""
+        if inp.device.type != "cpu" or (rows > 1 and mask.shape[0] != 1) or inp.requires_grad:
+            return None
+        key = (mask.data_ptr(), tuple(mask.shape), mask.stride(), mask._version, tuple(inp.shape), rows)
+        if key != self._runs_key:
+            ids = _ids(mask, inp, rows)[0]
+            change = (ids[1:] != ids[:-1]).nonzero().flatten() + 1
+            starts = [0] + change.tolist()
+            ends = starts[1:] + [ids.numel()]
+            runs = list(zip(starts, ends, ids[starts].tolist()))
+            # A Python call per run only pays off when runs are long and few.
+            self._runs = runs if len(runs) <= 1024 and ids.numel() >= 64 * len(runs) else None
+            self._runs_key = key
+        return self._runs
 
 
 def _flat_rows(t: Any, rows: int) -> Tensor:

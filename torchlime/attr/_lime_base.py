@@ -280,7 +280,7 @@ class LimeBase(CaptumLimeBase):
             out = call_forward(self.forward_func, model_in, expand_forward_args(additional_forward_args, c))
             if flat_targets is None and targets is not None:
                 per_row = _per_row_shape(out, B * c)
-                flat_targets = _flat_targets(targets, per_row)
+                flat_targets = torch.tensor(_flat_targets(targets, per_row), device=Z3.device, dtype=torch.long)
             outputs.append(_select(out, B, c, flat_targets))
             if all_weights is None:
                 sim = torch.as_tensor(self._weights(inputs, model_in, Zarg, kwargs), device=Z3.device)
@@ -369,7 +369,7 @@ def _per_row_shape(out: Tensor, rows: int) -> tuple[int, ...]:
     return tuple(out.shape[1:]) if out.dim() > 1 else (1,)
 
 
-def _select(out: Tensor, B: int, c: int, flat_targets: list[list[int]] | None) -> Tensor:
+def _select(out: Tensor, B: int, c: int, flat_targets: Tensor | None) -> Tensor:
     """Model outputs of a chunk as ``(B, c, K)``, targets selected."""
     rows = B * c
     if flat_targets is None:
@@ -380,7 +380,7 @@ def _select(out: Tensor, B: int, c: int, flat_targets: list[list[int]] | None) -
             )
         return out.reshape(B, c, 1)
     flat = out.reshape(B, c, -1)
-    index = torch.tensor(flat_targets, device=out.device, dtype=torch.long)  # (B, K)
+    index = flat_targets.to(out.device)  # (B, K)
     return flat.gather(2, index.unsqueeze(1).expand(B, c, index.shape[1]))
 
 

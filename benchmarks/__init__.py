@@ -1,0 +1,1 @@
+"""Benchmarks of torchlime against the reference implementations (run as scripts, not tests)."""
