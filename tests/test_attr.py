@@ -323,3 +323,15 @@ def test_segment_composition_equals_gather_composition():
         assert torch.equal(fast, expected)
     assert _MaskTransform()._contiguous_runs(segments, x, 2) is not None
     assert _MaskTransform()._contiguous_runs(scattered, x, 2) is None
+
+
+def test_reused_input_buffers_do_not_leak_into_outputs():
+    """A forward returning a view of its input still gets every sample's own value."""
+    x = torch.arange(1.0, 9.0).reshape(1, 8)
+    masks = TF.bernoulli_masks(40, 8, generator=torch.Generator().manual_seed(0))
+    lime = torchlime.Lime(lambda z: z[:, 3], interpretable_model=LinearRegression())
+    fit = lime.attribute(x, masks=masks, perturbations_per_eval=7, return_fit=True)
+    expected = torch.zeros(1, 8)
+    expected[0, 3] = 4.0
+    torch.testing.assert_close(fit.coef, expected, atol=1e-5, rtol=0)
+    assert lime.from_interp_rep_transform._buffers == {}

@@ -378,7 +378,8 @@ def _select(out: Tensor, B: int, c: int, flat_targets: Tensor | None) -> Tensor:
                 f"expected forward_func to return one scalar per perturbed input ({rows} values) "
                 f"when no target is given, got shape {tuple(out.shape)}"
             )
-        return out.reshape(B, c, 1)
+        # A copy: the output may be a view of a model input whose buffer the next chunk reuses.
+        return out.reshape(B, c, 1).clone()
     flat = out.reshape(B, c, -1)
     index = flat_targets.to(out.device)  # (B, K)
     return flat.gather(2, index.unsqueeze(1).expand(B, c, index.shape[1]))
