@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from ..functional import surrogate as S
 
-__all__ = ["Ridge", "Lasso", "LinearRegression", "TorchLinearModel"]
+__all__ = ["Ridge", "Lasso", "LinearRegression", "LimeSurrogate", "TorchLinearModel"]
 
 
 class TorchLinearModel(Model):
@@ -199,3 +199,45 @@ class Lasso(TorchLinearModel):
             tol=self.tol,
             sync_free=self.sync_free,
         )
+
+
+class LimeSurrogate(TorchLinearModel):
+    """lime's explanation model: feature selection, then Ridge(alpha) on the selected features.
+
+    The surrogate of ``lime.lime_base.LimeBase.explain_instance_with_data`` with
+    ``model_regressor=None`` (MusicLIME's), batched over instances and targets. The
+    selection of the last fit is kept in :attr:`last_selection`.
+
+    Args:
+        num_features: at most this many features per explanation.
+        feature_selection: "none", "highest_weights", "forward_selection", "lasso_path", "auto".
+        alpha: the Ridge penalty (lime: 1).
+
+    Example:
+        >>> X = torch.bernoulli(torch.full((200, 6), 0.5), generator=torch.Generator().manual_seed(0))
+        >>> fit = LimeSurrogate(num_features=2).fit_tensors(X, 3 * X[:, 1] - X[:, 4])
+        >>> (fit.coef != 0).nonzero().flatten().tolist()
+        [1, 4]
+    """
+
+    supports_differentiable = False
+
+    def __init__(self, num_features: int = 10, feature_selection: str = "auto", alpha: float = 1.0) -> None:
+        from ..functional.selection import check_selection
+
+        super().__init__()
+        check_selection(num_features, feature_selection)
+        if alpha < 0:
+            raise ValueError(f"expected alpha >= 0, got {alpha}")
+        self.num_features = num_features
+        self.feature_selection = feature_selection
+        self.alpha = alpha
+        self.last_selection = None
+
+    def _fit(self, X, y, w, differentiable):
+        from ..functional.selection import lime_fit
+
+        if w is None:
+            w = torch.ones(X.shape[:-1], device=X.device)
+        fit, self.last_selection = lime_fit(X, y, w, self.num_features, self.feature_selection, self.alpha)
+        return fit
