@@ -263,7 +263,8 @@ class MusicLime:
             raise ValueError(f"expected the model to return (n, classes) = ({rows}, C), got shape {tuple(out.shape)}")
         if self.num_classes is not None and out.shape[1] != self.num_classes:
             raise ValueError(f"expected the model to return {self.num_classes} classes, got {out.shape[1]}")
-        out = out.float()
+        if not out.dtype.is_floating_point:
+            out = out.float()
         return out.softmax(-1) if self.apply_softmax else out
 
     def _forward_batched(self, *inputs: Tensor) -> Tensor:

@@ -1,0 +1,203 @@
+"""The ``torchlime`` console script: ``demo`` and ``explain``.
+
+The only module (with ``plotting`` in Explanation) that touches files and the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["main", "load_model_spec", "read_audio"]
+
+
+def load_model_spec(spec: str, device: torch.device) -> dict[str, Any]:
+    """Import ``module:factory`` and call ``factory(device)``.
+
+    The factory returns a dict (or an object with these attributes): ``forward``
+    (``forward(audio (n, C, T), input_ids (n, Q), attention_mask (n, Q)) -> (n, classes)``),
+    ``sample_rate`` (the rate the model expects), ``tokenizer`` (a Hugging Face tokenizer),
+    and optionally ``max_length``, ``labels`` (class names), ``apply_softmax`` (True when
+    forward returns logits) and ``channels`` (1 for mono models, the default).
+
+    Raises:
+        ValueError: the spec is not ``module:factory``, the module or factory cannot be
+            imported (says what was tried), or the factory's result lacks a field.
+    """
+    if spec.count(":") != 1 or not all(spec.split(":")):
+        raise ValueError(f"expected --model as module:factory (e.g. torchlime.music.demo.model:factory), got {spec!r}")
+    module_name, attr = spec.split(":")
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:  # noqa: BLE001 - reported with what was tried
+        raise ValueError(
+            f"could not import module {module_name!r} for --model {spec!r} (tried sys.path with the "
+            f"current folder first): {type(err).__name__}: {err}"
+        ) from err
+    finally:
+        sys.path.pop(0)
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f"module {module_name!r} has no callable {attr!r} (for --model {spec!r})")
+    made = factory(device)
+    spec_dict = made if isinstance(made, dict) else {k: getattr(made, k) for k in dir(made) if not k.startswith("_")}
+    missing = [k for k in ("forward", "sample_rate", "tokenizer") if k not in spec_dict]
+    if missing:
+        raise ValueError(f"expected the factory {spec!r} to provide forward, sample_rate and tokenizer; missing {missing}")
+    return spec_dict
+
+
+def read_audio(path: str | Path) -> tuple[torch.Tensor, int]:
+    """Read an audio file with soundfile as ``(C, T)`` float32 and its rate.
+
+    Raises:
+        ValueError: missing or unreadable file.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"expected an audio file, got {str(path)!r}, which does not exist")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as err:  # noqa: BLE001 - soundfile raises several types
+        raise ValueError(f"could not read audio file {str(path)!r}: {err}") from err
+    return torch.from_numpy(data.T.copy()), int(rate)
+
+
+def _write_outputs(exp: Any, out: Path, stem: str, labels: list[int], label_names: dict[int, str] | None) -> list[Path]:
+    written = [exp.save_json(out / f"{stem}.json", num_features=20, label_names=label_names)]
+    for label in labels:
+        written.append(exp.save_figure(out / f"{stem}_label{label}.png", label))
+        if exp.audio_factorization is not None and exp.feature_types.count("audio"):
+            written.append(exp.save_audio(out / f"{stem}_label{label}_top_audio.wav", label))
+    return written
+
+
+def _print_top(exp: Any, labels: list[int], label_names: dict[int, str] | None, k: int = 10) -> None:
+    for label in labels:
+        name = (label_names or {}).get(label, str(label))
+        print(f"\nlabel {label} ({name}): model {float(exp.prediction[label]):.3f}, surrogate "
+              f"{exp.local_pred[label]:.3f}, R^2 {exp.score[label]:.3f}")
+        for rank, item in enumerate(exp.get_explanation(label, k), 1):
+            feature = item["feature"] if len(item["feature"]) <= 50 else item["feature"][:47] + "..."
+            print(f"  {rank:>2}. {item['type']:<6} {feature:<50} {item['weight']:+.4f}")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .music import LyricsFactorization, MusicLime, StemFactorization
+    from .music.demo import data as demo_data
+    from .music.demo import model as demo_model
+
+    device = torch.device(args.device)
+    spec = demo_model.factory(device)
+    song = demo_data.make_song(args.label, args.song_seed)
+    audio = StemFactorization(song.stems.to(device), sample_rate=song.sample_rate, num_segments=10)
+    lyrics = LyricsFactorization(song.lyrics, spec["tokenizer"], unit="line", max_length=spec.get("max_length"), device=device)
+    explainer = MusicLime(spec["forward"], apply_softmax=spec.get("apply_softmax", False))
+    target = args.label
+    start = time.perf_counter()
+    exp = explainer.explain(
+        audio, lyrics, targets=[target], n_samples=args.n_samples, num_features=args.num_features,
+        generator=torch.Generator(device).manual_seed(args.seed), batch_size=args.batch_size,
+        show_progress=not args.quiet, song_info={"demo_song_seed": args.song_seed, "label": args.label},
+    )
+    elapsed = time.perf_counter() - start
+    names = spec.get("labels")
+    label_names = dict(enumerate(names)) if names else None
+    print(f"Demo song {args.song_seed} (true label {args.label}); explained in {elapsed:.2f} s "
+          f"({args.n_samples} samples, {audio.num_features} audio + {lyrics.num_features} lyric features)")
+    print(f"planted cause: drums in segments {song.cause_segments}, lyric lines {song.cause_lines}")
+    _print_top(exp, [target], label_names)
+    out = Path(args.out)
+    for path in _write_outputs(exp, out, "demo", [target], label_names):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .music import LyricsFactorization, MusicLime, OpenUnmixSeparator, StemFactorization
+
+    device = torch.device(args.device)
+    spec = load_model_spec(args.model, device)
+    mixture, rate = read_audio(args.audio)
+    lyrics_path = Path(args.lyrics)
+    if not lyrics_path.is_file():
+        raise ValueError(f"expected a lyrics text file, got {str(lyrics_path)!r}, which does not exist")
+    text = lyrics_path.read_text(encoding="utf-8")
+    if spec.get("channels", 1) == 1:
+        mixture = mixture.mean(0, keepdim=True)
+    separator = OpenUnmixSeparator(args.separator, device=device)
+    audio = StemFactorization.from_separator(
+        separator, mixture.to(device), rate, target_sample_rate=int(spec["sample_rate"]),
+        num_segments=args.segments, keep_residual=args.keep_residual,
+    )
+    lyrics = LyricsFactorization(text, spec["tokenizer"], unit=args.unit, max_length=spec.get("max_length"), device=device)
+    explainer = MusicLime(spec["forward"], apply_softmax=spec.get("apply_softmax", False))
+    generator = torch.Generator(device).manual_seed(args.seed)
+    exp = explainer.explain(
+        audio, lyrics, targets=args.targets, n_samples=args.n_samples, modality=args.modality,
+        num_features=args.num_features, generator=generator, batch_size=args.batch_size,
+        show_progress=not args.quiet, song_info={"audio": str(args.audio), "lyrics": str(args.lyrics)},
+    )
+    names = spec.get("labels")
+    label_names = dict(enumerate(names)) if names else None
+    _print_top(exp, list(args.targets), label_names)
+    for path in _write_outputs(exp, Path(args.out), Path(args.audio).stem, list(args.targets), label_names):
+        print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="torchlime", description="Batched LIME explanations for music classifiers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--out", default="torchlime_out", help="output folder (default: torchlime_out)")
+        p.add_argument("--n-samples", type=int, default=1000)
+        p.add_argument("--num-features", type=int, default=20)
+        p.add_argument("--batch-size", type=int, default=100, help="perturbations per forward call")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    demo = sub.add_parser("demo", help="explain a synthetic demo song with the shipped demo model (no download)")
+    common(demo)
+    demo.add_argument("--song-seed", type=int, default=7)
+    demo.add_argument("--label", type=int, default=1, choices=[0, 1])
+    demo.set_defaults(func=cmd_demo)
+
+    explain = sub.add_parser("explain", help="explain one song with your model")
+    common(explain)
+    explain.add_argument("--audio", required=True, help="audio file (anything soundfile reads)")
+    explain.add_argument("--lyrics", required=True, help="lyrics text file")
+    explain.add_argument("--model", required=True, help="module:factory returning forward, sample_rate, tokenizer")
+    explain.add_argument("--separator", default="umxl", help="Open-Unmix model name or local checkpoint folder")
+    explain.add_argument("--segments", type=int, default=10)
+    explain.add_argument("--unit", default="line", choices=["line", "word"])
+    explain.add_argument("--modality", default="both", choices=["both", "audio", "lyrics"])
+    explain.add_argument("--targets", type=int, nargs="+", default=[1])
+    explain.add_argument("--keep-residual", action="store_true")
+    explain.set_defaults(func=cmd_explain)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``torchlime`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, RuntimeError) as err:
+        print(f"torchlime {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
