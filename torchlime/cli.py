@@ -94,10 +94,10 @@ def _print_top(exp: Any, labels: list[int], label_names: dict[int, str] | None, 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .music import LyricsFactorization, MusicLime, StemFactorization
     from .music.demo import data as demo_data
-    from .music.demo import model as demo_model
+    from .music.demo import factory as demo_factory
 
     device = torch.device(args.device)
-    spec = demo_model.factory(device)
+    spec = demo_factory.factory(device)
     song = demo_data.make_song(args.label, args.song_seed)
     audio = StemFactorization(song.stems.to(device), sample_rate=song.sample_rate, num_segments=10)
     lyrics = LyricsFactorization(song.lyrics, spec["tokenizer"], unit="line", max_length=spec.get("max_length"), device=device)
@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(explain)
     explain.add_argument("--audio", required=True, help="audio file (anything soundfile reads)")
     explain.add_argument("--lyrics", required=True, help="lyrics text file")
-    explain.add_argument("--model", required=True, help="module:factory returning forward, sample_rate, tokenizer")
+    explain.add_argument("--model", required=True, help="module:factory returning forward, sample_rate, tokenizer (e.g. torchlime.music.demo.factory:factory)")
     explain.add_argument("--separator", default="umxl", help="Open-Unmix model name or local checkpoint folder")
     explain.add_argument("--segments", type=int, default=10)
     explain.add_argument("--unit", default="line", choices=["line", "word"])
