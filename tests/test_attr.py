@@ -335,3 +335,16 @@ def test_reused_input_buffers_do_not_leak_into_outputs():
     expected[0, 3] = 4.0
     torch.testing.assert_close(fit.coef, expected, atol=1e-5, rtol=0)
     assert lime.from_interp_rep_transform._buffers == {}
+
+
+def test_limebase_with_per_sample_callables_equals_captum():
+    net = torch.nn.Linear(5, 2)
+    perturb = lambda x, **kw: torch.bernoulli(torch.full((1, 5), 0.5))  # noqa: E731
+    to_input = lambda z, x, **kw: z * x  # noqa: E731
+    sim = lambda x, p, z, **kw: 1.0  # noqa: E731
+    x = torch.randn(1, 5)
+    torch.manual_seed(0)
+    a = torchlime.LimeBase(net, Ridge(), sim, perturb, True, to_input, None).attribute(x, target=1, n_samples=40)
+    torch.manual_seed(0)
+    b = CaptumLimeBase(net, SkLearnRidge(), sim, perturb, True, to_input, None).attribute(x, target=1, n_samples=40)
+    torch.testing.assert_close(a, b, atol=2e-5, rtol=0)
