@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         with os.fdopen(fd, "w") as f:
             json.dump(result, f, indent=2)
         os.replace(tmp, out / name)
-        print(f"| device | audio | n | torchlime s | reference s | speedup | explainer share (torchlime / reference) | same features |")
+        print("| device | audio | n | torchlime s | reference s | speedup | explainer share (torchlime / reference) | same features |")
         print("|---|---|---:|---:|---:|---:|---:|---|")
         for r in rows:
             print(f"| {device.type} | {r['seconds']:.0f} s | {r['n_samples']} | {r['torchlime_s']['total']:.2f} | "

@@ -5,7 +5,6 @@ import textwrap
 
 import numpy as np
 import pytest
-import torch
 
 from torchlime.cli import main
 

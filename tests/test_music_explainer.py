@@ -203,3 +203,14 @@ def test_bad_input():
         MusicLime()
     with pytest.raises(ValueError, match="expected masks with 45 features"):
         explainer.explain(audio, lyrics, masks=torch.ones(10, 44))
+
+
+def test_saved_files_get_the_permissions_of_a_plain_open(tmp_path):
+    import os
+
+    audio = StemFactorization(make_stems(), sample_rate=4000, num_segments=10)
+    exp = MusicLime(predict_fn=predict_fn).explain(audio, LyricsFactorization(LYRICS, None), targets=[0], n_samples=50)
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (exp.save_json(tmp_path / "e.json"), exp.save_figure(tmp_path / "f.png", 0)):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -26,7 +26,6 @@ from ..functional.kernels import (
 )
 from ..functional.sampling import bernoulli_masks, kernel_shap_masks
 from ..models import Lasso, LinearRegression
-from ._batched import batched_impl
 from ._lime_base import LimeBase, _check_n_samples, call_forward
 
 __all__ = ["Lime", "KernelShap", "get_exp_kernel_similarity_function", "construct_feature_mask"]

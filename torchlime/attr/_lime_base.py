@@ -10,7 +10,6 @@ import inspect
 import math
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from typing import Any
 
 import torch

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -13,33 +12,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Explanation", "atomic_write"]
+from .._atomic import atomic_write
 
-
-def atomic_write(path: str | os.PathLike, write: Any, mode: str = "w") -> Path:
-    """Write ``path`` through a temporary file in the same folder and ``os.replace``.
-
-    Args:
-        path: the destination.
-        write: called with the open temporary file (or with its path when ``mode`` is None).
-        mode: the open mode, or None to hand over the temporary path.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        if mode is None:
-            write(tmp)
-        else:
-            with open(tmp, mode) as f:
-                write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+__all__ = ["Explanation"]
 
 
 class Explanation:

@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from ..._atomic import atomic_write
+
 from .data import (
     CAUSE_SEGMENTS,
     NUM_SEGMENTS,
@@ -79,25 +81,12 @@ def build_tokenizer(lines: Sequence[str] | None = None):
     )
 
 
-def _atomic_write(path: pathlib.Path, write: Callable[[pathlib.Path], None]) -> None:
-    """Write through a temporary file in the same folder, then ``os.replace`` it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(pathlib.Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; package data must be readable by all
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save(out_dir: pathlib.Path, model: DemoClassifier, tokenizer) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    _atomic_write(out_dir / WEIGHTS_NAME, lambda p: torch.save(state, p))
+    atomic_write(out_dir / WEIGHTS_NAME, lambda p: torch.save(state, p), mode=None)
     text = json.dumps(model.config.to_dict(), indent=2, sort_keys=True) + "\n"
-    _atomic_write(out_dir / CONFIG_NAME, lambda p: p.write_text(text))
+    atomic_write(out_dir / CONFIG_NAME, lambda f: f.write(text))
     tok_dir = out_dir / TOKENIZER_DIR
     tok_dir.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".tokenizer.") as tmp:
