@@ -6,6 +6,7 @@ Drop-ins for Captum's ``LimeBase``, ``Lime`` and ``KernelShap`` and for
 """
 
 from . import functional, models
+from .aggregation import GlobalImportance
 from .attr import KernelShap, Lime, LimeBase, batched, get_exp_kernel_similarity_function
 
 __version__ = "0.1.0"
@@ -18,4 +19,14 @@ __all__ = [
     "batched",
     "functional",
     "models",
+    "GlobalAggregator",
+    "GlobalImportance",
 ]
+
+
+def __getattr__(name: str):
+    if name == "GlobalAggregator":  # needs torchmetrics (the "metrics" extra): import on first use
+        from .aggregation._aggregator import GlobalAggregator
+
+        return GlobalAggregator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,9 +1,11 @@
-"""Pure tensor functions: sampling, distances and kernels, surrogate fits, lime's selection.
+"""Pure tensor functions: sampling, distances and kernels, surrogate fits, lime's selection,
+global importance.
 
 No modules, no Captum, no I/O: every function takes leading batch dims and, where it
 draws random numbers, a ``generator``.
 """
 
+from .aggregation import Importance, feature_entropy, global_importance
 from .kernels import (
     cosine_distance,
     euclidean_distance,
@@ -46,4 +48,7 @@ __all__ = [
     "FeatureSelection",
     "select_features",
     "lime_fit",
+    "Importance",
+    "global_importance",
+    "feature_entropy",
 ]

@@ -7,7 +7,7 @@ F_lyrics interpretable features, K targets, C channels, T audio samples, Q token
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -26,6 +26,73 @@ __all__ = ["MusicLime", "MODALITIES"]
 MODALITIES = ("both", "audio", "lyrics")
 
 
+class _Song(NamedTuple):
+    """One song to explain: its factorizations, its masks ``(n, F)`` and their split."""
+
+    audio: StemFactorization
+    lyrics: Any
+    info: dict | None
+    Fa: int  # audio features explained (0 with modality="lyrics")
+    Fl: int  # lyric features explained (0 with modality="audio" or no lyrics)
+    Z: Tensor
+
+    @property
+    def F(self) -> int:
+        return self.Fa + self.Fl
+
+    def compose(self, z: Tensor, legacy: bool) -> tuple:
+        """Model inputs of masks ``(c, F)``: (waves, ids, attention), (waves,) or (waves, texts)."""
+        c = z.shape[0]
+        za = z[:, : self.Fa] if self.Fa else torch.ones(c, self.audio.num_features, device=z.device)
+        waves = self.audio.compose(za)
+        if self.lyrics is None:
+            return (waves, [""] * c) if legacy else (waves,)
+        zl = z[:, self.Fa :] if self.Fl else torch.ones(c, self.lyrics.num_features, device=z.device)
+        if legacy:
+            return (waves, self.lyrics.texts(zl))
+        return (waves, *self.lyrics.compose(zl))
+
+    def batch_key(self) -> tuple:
+        """Songs with equal keys can share a forward call."""
+        tok = getattr(self.lyrics, "tokenizer", None)
+        return (tuple(self.audio.stems.shape[1:]), self.audio.stems.dtype, str(self.audio.device),
+                self.lyrics is None, id(tok), getattr(tok, "padding_side", "right"))
+
+
+def _groups(songs: list[_Song], size: int) -> list[list[int]]:
+    """Song indices in groups of at most ``size`` sharing a batch key, in song order."""
+    groups: list[list[int]] = []
+    open_group: dict[tuple, list[int]] = {}
+    for b, song in enumerate(songs):
+        key = song.batch_key()
+        group = open_group.get(key)
+        if group is None or len(group) == size:
+            group = open_group[key] = []
+            groups.append(group)
+        group.append(b)
+    return groups
+
+
+def _stack(parts: list[tuple], songs: list[_Song]) -> tuple:
+    """Concatenate the model inputs of several songs (instance-major rows)."""
+    if len(parts) == 1:
+        return parts[0]
+    waves = torch.cat([p[0] for p in parts])
+    if len(parts[0]) == 2:  # legacy: texts
+        return (waves, [t for p in parts for t in p[1]])
+    if len(parts[0]) == 1:
+        return (waves,)
+    Q = max(p[1].shape[1] for p in parts)
+    tok = songs[0].lyrics.tokenizer
+    left = getattr(tok, "padding_side", "right") == "left"
+    ids, attention = [], []
+    for p in parts:
+        pad = (Q - p[1].shape[1], 0) if left else (0, Q - p[1].shape[1])
+        ids.append(torch.nn.functional.pad(p[1], pad, value=int(tok.pad_token_id)))
+        attention.append(torch.nn.functional.pad(p[2], pad, value=0))
+    return (waves, torch.cat(ids), torch.cat(attention))
+
+
 class _MaskKernelLimeBase(LimeBase):
     """LimeBase whose weights are lime's kernel on cosine distances between masks and row 0."""
 
@@ -34,9 +101,30 @@ class _MaskKernelLimeBase(LimeBase):
         self.kernel_width = kernel_width
         self.distance_scale = distance_scale
 
+    #: F of each song when several songs (padded to the largest F) share one batch.
+    feature_counts: list[int] | None = None
+    #: the surrogate's feature selection of each song, after a batch of songs.
+    selections: list[Any] | None = None
+
     def _weights_from_masks(self, masks: Tensor) -> Tensor:
+        if self.feature_counts is not None:
+            return torch.cat([self._kernel(masks[b : b + 1, :, :f]) for b, f in enumerate(self.feature_counts)])
+        return self._kernel(masks)
+
+    def _kernel(self, masks: Tensor) -> Tensor:
         distances = cosine_distance(masks, masks[..., :1, :]) * self.distance_scale
         return lime_kernel(distances, self.kernel_width)
+
+    def _fit(self, Z: Tensor, Y: Tensor, W: Tensor, differentiable: bool) -> Any:
+        if self.feature_counts is None:
+            return super()._fit(Z, Y, W, differentiable)
+        fits, self.selections = [], []
+        F = Z.shape[-1]
+        for b, f in enumerate(self.feature_counts):
+            fit = super()._fit(Z[b : b + 1, :, :f], Y[b : b + 1], W[b : b + 1], differentiable)
+            fits.append(fit._replace(coef=torch.nn.functional.pad(fit.coef, (0, F - f))))
+            self.selections.append(self.interpretable_model.last_selection)
+        return type(fits[0])(*(torch.cat(parts) for parts in zip(*fits)))
 
 
 class MusicLime:
@@ -115,6 +203,7 @@ class MusicLime:
         batch_size: int = 100,
         show_progress: bool = False,
         song_info: dict | Sequence[dict] | None = None,
+        songs_per_batch: int = 1,
     ) -> Explanation | list[Explanation]:
         """Explain one song, or several (lists of factorizations, one explanation each).
 
@@ -134,13 +223,17 @@ class MusicLime:
             batch_size: perturbations per forward call.
             show_progress: a tqdm bar over the forward calls.
             song_info: metadata stored in each explanation's JSON.
+            songs_per_batch: explain up to this many songs together: each forward call gets
+                ``batch_size`` perturbations of every song in the group (songs whose audio
+                has the same shape; token rows are padded to the longest). The masks, and
+                so the explanations, are those of one call per song.
 
         Returns:
             An :class:`Explanation` (a list of them for a list of songs).
 
         Raises:
             ValueError: unknown modality, missing factorization for it, bad targets, a
-                model that returns the wrong number of classes, bad masks.
+                model that returns the wrong number of classes, bad masks, songs_per_batch < 1.
         """
         if modality not in MODALITIES:
             raise ValueError(f"expected modality in {list(MODALITIES)}, got {modality!r}")
@@ -155,21 +248,27 @@ class MusicLime:
         targets = [int(targets)] if isinstance(targets, (int, np.integer)) else [int(t) for t in targets]
         if not targets:
             raise ValueError("expected at least one target, got none")
-        out = []
+        if isinstance(songs_per_batch, bool) or not isinstance(songs_per_batch, int) or songs_per_batch < 1:
+            raise ValueError(f"expected songs_per_batch >= 1, got {songs_per_batch!r}")
+        if masks is not None and masks.dim() == 3 and masks.shape[0] != len(audios):
+            raise ValueError(f"expected (B, n, F) masks with B = {len(audios)} songs, got shape {tuple(masks.shape)}")
+        songs = []
         for b, (a, l, info) in enumerate(zip(audios, lyricses, infos)):
-            song_masks = masks
-            if masks is not None and masks.dim() == 3:
-                song_masks = masks[b]
-            out.append(
-                self._explain_one(a, l, targets, n_samples, modality, num_features, feature_selection,
-                                  song_masks, generator, batch_size, show_progress, info)
-            )
+            song_masks = masks[b] if masks is not None and masks.dim() == 3 else masks
+            songs.append(self._prepare(a, l, info, modality, n_samples, song_masks, generator))
+        out: list[Explanation | None] = [None] * len(songs)
+        for group in _groups(songs, songs_per_batch):
+            explained = self._explain_group([songs[b] for b in group], targets, modality, num_features,
+                                            feature_selection, generator, batch_size, show_progress,
+                                            masks is not None)
+            for b, exp in zip(group, explained):
+                out[b] = exp
         return out if many else out[0]
 
-    # -- one song -----------------------------------------------------------------------------
+    # -- songs --------------------------------------------------------------------------------
 
-    def _explain_one(self, audio, lyrics, targets, n_samples, modality, num_features, feature_selection,
-                     masks, generator, batch_size, show_progress, song_info) -> Explanation:
+    def _prepare(self, audio, lyrics, info, modality, n_samples, masks, generator) -> _Song:
+        """Check one song and draw its masks (in song order, as a loop of single calls would)."""
         if audio is None:
             raise ValueError("expected an audio factorization (StemFactorization), got None")
         if modality in ("both", "lyrics") and lyrics is None:
@@ -178,82 +277,80 @@ class MusicLime:
         use_lyrics = modality in ("both", "lyrics") and lyrics is not None
         Fa = audio.num_features if use_audio else 0
         Fl = lyrics.num_features if use_lyrics else 0
-        F = Fa + Fl
         device = audio.device
         if masks is None:
-            Z = bernoulli_masks(n_samples, F, first_row_ones=True, device=device, generator=generator)
+            Z = bernoulli_masks(n_samples, Fa + Fl, first_row_ones=True, device=device, generator=generator)
         else:
-            Z = check_masks(masks, F)[0].to(device=device, dtype=torch.float32)
-            n_samples = Z.shape[0]
-        ones_audio = torch.ones(1, audio.num_features, device=device)
-        ones_lyrics = torch.ones(1, lyrics.num_features, device=device) if lyrics is not None else None
+            Z = check_masks(masks, Fa + Fl)[0].to(device=device, dtype=torch.float32)
+        return _Song(audio, lyrics, info, Fa, Fl, Z)
 
-        def split(z: Tensor) -> tuple[Tensor, Tensor | None]:
-            c = z.shape[0]
-            za = z[:, :Fa] if use_audio else ones_audio.expand(c, -1)
-            if lyrics is None:
-                return za, None
-            zl = z[:, Fa:] if use_lyrics else ones_lyrics.expand(c, -1)
-            return za, zl
+    def _explain_group(self, songs, targets, modality, num_features, feature_selection, generator,
+                       batch_size, show_progress, explicit_masks) -> list[Explanation]:
+        """Explain songs whose audio has one shape together: their forwards share batches."""
+        device = songs[0].audio.device
+        n_samples = songs[0].Z.shape[0]
+        if any(song.Z.shape[0] != n_samples for song in songs):
+            raise ValueError(f"expected the same number of masks for every song, got {[s.Z.shape[0] for s in songs]}")
+        F = max(song.F for song in songs)
+        B = len(songs)
+        # Songs with fewer features are padded with always-on columns; their kernel and
+        # fit use their own columns only (see _MaskKernelLimeBase.feature_counts).
+        Z = torch.ones(B, n_samples, F, device=device)
+        for b, song in enumerate(songs):
+            Z[b, :, : song.F] = song.Z
+        legacy = self.forward_func is None
 
-        if self.forward_func is not None:
-            forward = self._forward_batched
-
-            @batched
-            def transform(z: Tensor, original: Any, **kw: Any) -> tuple:
-                za, zl = split(z)
-                waves = audio.compose(za)
-                if zl is None:
-                    return (waves,)
-                ids, attention = lyrics.compose(zl)
-                return (waves, ids, attention)
-        else:
-            forward = self._forward_legacy
-
-            @batched
-            def transform(z: Tensor, original: Any, **kw: Any) -> tuple:
-                za, zl = split(z)
-                waves = audio.compose(za)
-                texts = lyrics.texts(zl) if zl is not None else [""] * z.shape[0]
-                return (waves, texts)
+        @batched
+        def transform(z: Tensor, original: Any, **kw: Any) -> tuple:
+            z = z.reshape(-1, z.shape[-2], z.shape[-1])
+            parts = [song.compose(z[b, :, : song.F], legacy) for b, song in enumerate(songs)]
+            return _stack(parts, songs)
 
         @batched
         def unused_similarity(*args: Any, **kw: Any) -> Tensor:  # weights come from the masks
             raise AssertionError("MusicLime computes weights from the masks")
 
+        forward = self._forward_legacy if legacy else self._forward_batched
         surrogate = LimeSurrogate(num_features=num_features, feature_selection=feature_selection)
         engine = _MaskKernelLimeBase(
             forward, surrogate, unused_similarity, lambda *a, **k: None, True, transform, None,
             kernel_width=self.kernel_width, distance_scale=self.distance_scale,
         )
-        original = transform(torch.ones(1, F, device=device), None)
+        if B > 1:
+            engine.feature_counts = [song.F for song in songs]
+        original = transform(torch.ones(B, 1, F, device=device), None)
         with torch.no_grad():
-            prediction = forward(*original)[0]
-        classes = prediction.shape[-1]
+            predictions = forward(*original)
+        classes = predictions.shape[-1]
         for t in targets:
             if not -classes <= t < classes:
                 raise ValueError(f"target {t} is out of range for a model with {classes} classes")
         fit = engine.attribute(
-            original, target=[list(targets)], n_samples=n_samples, perturbations_per_eval=batch_size,
-            show_progress=show_progress, masks=Z, return_fit=True,
+            original, target=[list(targets)] * B, n_samples=n_samples, perturbations_per_eval=batch_size,
+            show_progress=show_progress, masks=Z if B > 1 else Z[0], return_fit=True,
         )
-        selection = surrogate.last_selection
-        names = (audio.feature_names if use_audio else []) + (lyrics.feature_names if use_lyrics else [])
-        types = ["audio"] * Fa + ["lyrics"] * Fl
-        return Explanation.from_fit(
-            fit, selection, targets, names, types, prediction,
-            audio_factorization=audio, lyrics_factorization=lyrics,
-            metadata=dict(
-                n_samples=n_samples, modality=modality, num_features=num_features,
-                feature_selection=feature_selection, kernel="sqrt(exp(-d^2 / w^2))",
-                kernel_width=self.kernel_width, distance="cosine between masks and row 0",
-                distance_scale=self.distance_scale, batch_size=batch_size,
-                seed=generator.initial_seed() if generator is not None else None,
-                explicit_masks=masks is not None, num_audio_features=Fa, num_lyrics_features=Fl,
-                lyrics_unit=getattr(lyrics, "unit", None) if use_lyrics else None,
-                song_info=song_info or {},
-            ),
-        )
+        selections = engine.selections if B > 1 else [surrogate.last_selection]
+        out = []
+        for b, song in enumerate(songs):
+            use_lyrics = song.Fl > 0
+            names = (song.audio.feature_names if song.Fa else []) + (song.lyrics.feature_names if use_lyrics else [])
+            types = ["audio"] * song.Fa + ["lyrics"] * song.Fl
+            song_fit = type(fit)(*(t[b : b + 1, ..., : song.F] if i == 0 else t[b : b + 1] for i, t in enumerate(fit)))
+            out.append(Explanation.from_fit(
+                song_fit, selections[b], targets, names, types, predictions[b],
+                audio_factorization=song.audio, lyrics_factorization=song.lyrics,
+                metadata=dict(
+                    n_samples=n_samples, modality=modality, num_features=num_features,
+                    feature_selection=feature_selection, kernel="sqrt(exp(-d^2 / w^2))",
+                    kernel_width=self.kernel_width, distance="cosine between masks and row 0",
+                    distance_scale=self.distance_scale, batch_size=batch_size,
+                    seed=generator.initial_seed() if generator is not None else None,
+                    explicit_masks=explicit_masks, num_audio_features=song.Fa, num_lyrics_features=song.Fl,
+                    lyrics_unit=getattr(song.lyrics, "unit", None) if use_lyrics else None,
+                    song_info=song.info or {}, songs_per_batch=B,
+                ),
+            ))
+        return out
 
     # -- the model contracts ----------------------------------------------------------------
 

@@ -139,7 +139,8 @@ class Explanation:
                 "top_features": [
                     {"rank": r + 1, **item} for r, item in enumerate(self.get_explanation(label, num_features))
                 ],
-                "weights": dict(zip(self.feature_names, self.weights[self.labels.index(label)].tolist())),
+                # A list in metadata.feature_names order: lyric lines can repeat (a chorus).
+                "weights": self.weights[self.labels.index(label)].tolist(),
             }
         num_audio = self.feature_types.count("audio")
         return {
@@ -162,6 +163,56 @@ class Explanation:
             },
             "explanations": explanations,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Explanation:
+        """Rebuild from :meth:`to_dict` (a saved JSON): weights, scores and the selected features.
+
+        The selected features are those with a non-zero weight; the factorizations are
+        not saved, so :meth:`get_sorted_components` returns names, not audio.
+
+        Raises:
+            ValueError: a dict that is not torchlime's explanation schema.
+        """
+        try:
+            meta = data["metadata"]
+            names = list(meta["feature_names"])
+            types = list(meta["feature_types"])
+            explanations = data["explanations"]
+            labels = [int(key.split("_", 1)[1]) for key in explanations]
+            rows = [[float(w) for w in explanations[f"label_{k}"]["weights"]] for k in labels]
+            if any(len(row) != len(names) for row in rows):
+                raise ValueError(f"{len(names)} weights per label")
+            prediction = torch.tensor(meta["model_info"]["prediction"], dtype=torch.float32)
+        except (KeyError, TypeError, ValueError, IndexError) as err:
+            raise ValueError(
+                f"expected torchlime's explanation JSON (metadata.feature_names, explanations.label_<k>.weights), "
+                f"got a dict without {err}"
+            ) from None
+        weights = torch.tensor(rows, dtype=torch.float32).reshape(len(labels), len(names))
+        local_exp = {
+            k: sorted(((i, w) for i, w in enumerate(row) if w != 0), key=lambda p: abs(p[1]), reverse=True)
+            for k, row in zip(labels, rows)
+        }
+        get = lambda key: {k: float(explanations[f"label_{k}"][key]) for k in labels}  # noqa: E731
+        params = dict(meta.get("explanation_params", {}))
+        params.pop("num_features_shown", None)
+        params["song_info"] = meta.get("song_info", {})
+        return cls(labels, names, types, weights, get("intercept"), get("score"), get("local_prediction"),
+                   local_exp, prediction, params)
+
+    @classmethod
+    def load_json(cls, path: str | os.PathLike) -> Explanation:
+        """Read a file written by :meth:`save_json` (see :meth:`from_dict`)."""
+        with open(path, encoding="utf-8") as f:
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"expected a JSON explanation in {str(path)!r}, got invalid JSON: {err}") from None
+        try:
+            return cls.from_dict(data)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
 
     def save_json(self, path: str | os.PathLike, num_features: int = 10, label_names: dict[int, str] | None = None) -> Path:
         """Write :meth:`to_dict` to ``path`` atomically."""

@@ -1,0 +1,53 @@
+"""GlobalAggregator over torch.distributed (gloo, 2 CPU processes) equals one process."""
+
+import json
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from tests.test_aggregation import AUDIO, make_explanation
+from torchlime import GlobalAggregator
+
+# Lines per song; "moon" and "sun" are seen by one rank only when the songs are split 0-2 / 3-5.
+SONGS = [["la la", "thunder"], ["thunder", "night"], ["moon", "la la"], ["sun"], ["night", "rain"], ["rain", "la la"]]
+
+
+def _aggregators():
+    return [GlobalAggregator(3, label="explained", components="both"),
+            GlobalAggregator(3, AUDIO, feature_types="audio"),
+            GlobalAggregator(3, top_k=2)]
+
+
+def _worker(rank, world, store, out, shards):
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        results = []
+        for agg in _aggregators():
+            for s in shards[rank]:
+                agg.update(make_explanation(s, SONGS[s]))
+            results.append(agg.compute().to_dict())
+        with open(f"{out}.{rank}", "w") as f:
+            json.dump(results, f)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("shards", [[[0, 2, 4], [1, 3, 5]], [[0, 1, 2, 3, 4, 5], []]], ids=["split", "one-rank-empty"])
+def test_two_processes_equal_one(tmp_path, shards):
+    out = tmp_path / "result"
+    mp.spawn(_worker, args=(2, str(tmp_path / "store"), str(out), shards), nprocs=2, join=True)
+    single = []
+    for agg in _aggregators():
+        agg.update([make_explanation(s, SONGS[s]) for s in range(len(SONGS))])
+        single.append(agg.compute().to_dict())
+    for rank in range(2):
+        got = json.loads((tmp_path / f"result.{rank}").read_text())
+        for a, b in zip(got, single):
+            assert a["feature_names"] == b["feature_names"]
+            assert a["counts"] == b["counts"]
+            for kind in ("weight_sums", "lime", "average", "homogeneity"):
+                for cls in b[kind]:
+                    assert a[kind][cls] == pytest.approx(b[kind][cls], rel=1e-12)
+    assert "moon" in single[0]["feature_names"] and "sun" in single[0]["feature_names"]
