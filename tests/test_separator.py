@@ -353,3 +353,12 @@ def test_constructor_errors(ckpt, kwargs, error, match):
 def test_separate_errors(sep, audio, rates, error, match):
     with pytest.raises(error, match=match):
         sep.separate(audio, *rates)
+
+
+def test_a_local_folder_named_like_a_published_model_is_the_folder(tmp_path, monkeypatch):
+    from torchlime.music import OpenUnmixSeparator
+
+    monkeypatch.chdir(tmp_path)
+    write_checkpoint(tmp_path / "umx")
+    sep = OpenUnmixSeparator("umx")  # would download the published 'umx' weights otherwise
+    assert sep.sample_rate == RATE

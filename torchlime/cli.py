@@ -1,4 +1,4 @@
-"""The ``torchlime`` console script: ``demo`` and ``explain``.
+"""The ``torchlime`` console script: ``demo``, ``explain``, ``explain-dataset``, ``aggregate``.
 
 The only module (with ``plotting`` in Explanation) that touches files and the terminal.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["main", "load_model_spec", "read_audio"]
+__all__ = ["main", "load_model_spec", "read_audio", "prepare_song"]
 
 
 def load_model_spec(spec: str, device: torch.device) -> dict[str, Any]:
@@ -122,24 +122,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_explain(args: argparse.Namespace) -> int:
-    from .music import LyricsFactorization, MusicLime, OpenUnmixSeparator, StemFactorization
+def prepare_song(spec: dict[str, Any], separator: Any, audio_path: str | Path, lyrics_path: str | Path,
+                 args: argparse.Namespace, device: torch.device) -> tuple[Any, Any]:
+    """Read, separate and factorize one song: its ``StemFactorization`` and ``LyricsFactorization``.
 
-    device = torch.device(args.device)
-    spec = load_model_spec(args.model, device)
-    mixture, rate = read_audio(args.audio)
-    lyrics_path = Path(args.lyrics)
+    Raises:
+        ValueError: a missing or unreadable audio or lyrics file, lyrics with no unit.
+    """
+    from .music import LyricsFactorization, StemFactorization
+
+    mixture, rate = read_audio(audio_path)
+    lyrics_path = Path(lyrics_path)
     if not lyrics_path.is_file():
         raise ValueError(f"expected a lyrics text file, got {str(lyrics_path)!r}, which does not exist")
     text = lyrics_path.read_text(encoding="utf-8")
     if spec.get("channels", 1) == 1:
         mixture = mixture.mean(0, keepdim=True)
-    separator = OpenUnmixSeparator(args.separator, device=device)
     audio = StemFactorization.from_separator(
         separator, mixture.to(device), rate, target_sample_rate=int(spec["sample_rate"]),
         num_segments=args.segments, keep_residual=args.keep_residual,
     )
     lyrics = LyricsFactorization(text, spec["tokenizer"], unit=args.unit, max_length=spec.get("max_length"), device=device)
+    return audio, lyrics
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .music import MusicLime, OpenUnmixSeparator
+
+    device = torch.device(args.device)
+    spec = load_model_spec(args.model, device)
+    separator = OpenUnmixSeparator(args.separator, device=device)
+    audio, lyrics = prepare_song(spec, separator, args.audio, args.lyrics, args, device)
     explainer = MusicLime(spec["forward"], apply_softmax=spec.get("apply_softmax", False))
     generator = torch.Generator(device).manual_seed(args.seed)
     exp = explainer.explain(
@@ -186,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--targets", type=int, nargs="+", default=[1])
     explain.add_argument("--keep-residual", action="store_true")
     explain.set_defaults(func=cmd_explain)
+
+    from ._dataset_cli import add_parsers
+
+    add_parsers(sub, common)
     return parser
 
 

@@ -35,6 +35,7 @@ class _Song(NamedTuple):
     Fa: int  # audio features explained (0 with modality="lyrics")
     Fl: int  # lyric features explained (0 with modality="audio" or no lyrics)
     Z: Tensor
+    seed: int | None  # initial seed of the generator its masks came from
 
     @property
     def F(self) -> int:
@@ -192,14 +193,14 @@ class MusicLime:
         self,
         audio: StemFactorization | Sequence[StemFactorization] | None,
         lyrics: Any = None,
-        targets: Sequence[int] | int = (1,),
+        targets: Sequence[int] | int | str = (1,),
         n_samples: int = 1000,
         *,
         modality: str = "both",
         num_features: int = 20,
         feature_selection: str = "auto",
         masks: Tensor | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
         batch_size: int = 100,
         show_progress: bool = False,
         song_info: dict | Sequence[dict] | None = None,
@@ -211,7 +212,7 @@ class MusicLime:
             audio: a :class:`StemFactorization` (or a list, one per song; None with
                 ``modality="lyrics"`` and an audio-free model is not supported).
             lyrics: a :class:`LyricsFactorization` (or a list), or None for audio-only.
-            targets: the class indices to explain (for every song).
+            targets: the class indices to explain (for every song), or "all" classes.
             n_samples: perturbations per song (>= 2).
             modality: "both", "audio" (lyrics fixed on) or "lyrics" (audio fixed on).
             num_features: features kept by the feature selection.
@@ -219,7 +220,9 @@ class MusicLime:
                 else highest weights).
             masks: ``(n, F)`` or ``(B, n, F)`` explicit masks (row 0 should be all ones)
                 to compare with other implementations sample for sample.
-            generator: a ``torch.Generator`` on the audio's device, for reproducible masks.
+            generator: a ``torch.Generator`` on the audio's device, for reproducible masks
+                (songs draw from it in order), or one per song (each song's masks then
+                depend on its own generator only, whatever the batch it is in).
             batch_size: perturbations per forward call.
             show_progress: a tqdm bar over the forward calls.
             song_info: metadata stored in each explanation's JSON.
@@ -245,21 +248,28 @@ class MusicLime:
         if len(audios) != len(lyricses):
             raise ValueError(f"expected as many lyrics as audio factorizations, got {len(lyricses)} and {len(audios)}")
         infos = list(song_info) if isinstance(song_info, (list, tuple)) else [song_info] * len(audios)
-        targets = [int(targets)] if isinstance(targets, (int, np.integer)) else [int(t) for t in targets]
+        if isinstance(targets, str):
+            if targets != "all":
+                raise ValueError(f"expected targets as class indices or 'all', got {targets!r}")
+        else:
+            targets = [int(targets)] if isinstance(targets, (int, np.integer)) else [int(t) for t in targets]
         if not targets:
             raise ValueError("expected at least one target, got none")
         if isinstance(songs_per_batch, bool) or not isinstance(songs_per_batch, int) or songs_per_batch < 1:
             raise ValueError(f"expected songs_per_batch >= 1, got {songs_per_batch!r}")
         if masks is not None and masks.dim() == 3 and masks.shape[0] != len(audios):
             raise ValueError(f"expected (B, n, F) masks with B = {len(audios)} songs, got shape {tuple(masks.shape)}")
+        generators = list(generator) if isinstance(generator, (list, tuple)) else [generator] * len(audios)
+        if len(generators) != len(audios):
+            raise ValueError(f"expected one generator per song ({len(audios)}), got {len(generators)}")
         songs = []
-        for b, (a, l, info) in enumerate(zip(audios, lyricses, infos)):
+        for b, (a, l, info, g) in enumerate(zip(audios, lyricses, infos, generators)):
             song_masks = masks[b] if masks is not None and masks.dim() == 3 else masks
-            songs.append(self._prepare(a, l, info, modality, n_samples, song_masks, generator))
+            songs.append(self._prepare(a, l, info, modality, n_samples, song_masks, g))
         out: list[Explanation | None] = [None] * len(songs)
         for group in _groups(songs, songs_per_batch):
             explained = self._explain_group([songs[b] for b in group], targets, modality, num_features,
-                                            feature_selection, generator, batch_size, show_progress,
+                                            feature_selection, batch_size, show_progress,
                                             masks is not None)
             for b, exp in zip(group, explained):
                 out[b] = exp
@@ -282,9 +292,10 @@ class MusicLime:
             Z = bernoulli_masks(n_samples, Fa + Fl, first_row_ones=True, device=device, generator=generator)
         else:
             Z = check_masks(masks, Fa + Fl)[0].to(device=device, dtype=torch.float32)
-        return _Song(audio, lyrics, info, Fa, Fl, Z)
+        seed = generator.initial_seed() if generator is not None else None
+        return _Song(audio, lyrics, info, Fa, Fl, Z, seed)
 
-    def _explain_group(self, songs, targets, modality, num_features, feature_selection, generator,
+    def _explain_group(self, songs, targets, modality, num_features, feature_selection,
                        batch_size, show_progress, explicit_masks) -> list[Explanation]:
         """Explain songs whose audio has one shape together: their forwards share batches."""
         device = songs[0].audio.device
@@ -322,6 +333,7 @@ class MusicLime:
         with torch.no_grad():
             predictions = forward(*original)
         classes = predictions.shape[-1]
+        targets = list(range(classes)) if targets == "all" else targets
         for t in targets:
             if not -classes <= t < classes:
                 raise ValueError(f"target {t} is out of range for a model with {classes} classes")
@@ -344,7 +356,7 @@ class MusicLime:
                     feature_selection=feature_selection, kernel="sqrt(exp(-d^2 / w^2))",
                     kernel_width=self.kernel_width, distance="cosine between masks and row 0",
                     distance_scale=self.distance_scale, batch_size=batch_size,
-                    seed=generator.initial_seed() if generator is not None else None,
+                    seed=song.seed,
                     explicit_masks=explicit_masks, num_audio_features=song.Fa, num_lyrics_features=song.Fl,
                     lyrics_unit=getattr(song.lyrics, "unit", None) if use_lyrics else None,
                     song_info=song.info or {}, songs_per_batch=B,

@@ -198,6 +198,7 @@ class Explanation:
         params = dict(meta.get("explanation_params", {}))
         params.pop("num_features_shown", None)
         params["song_info"] = meta.get("song_info", {})
+        params["label_names"] = {k: str(explanations[f"label_{k}"].get("prediction_label", k)) for k in labels}
         return cls(labels, names, types, weights, get("intercept"), get("score"), get("local_prediction"),
                    local_exp, prediction, params)
 

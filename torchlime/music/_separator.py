@@ -99,7 +99,8 @@ class OpenUnmixSeparator:
     Args:
         model: a published model name (``"umxl"``, ``"umxhq"``, ``"umx"``, ``"umxse"``;
             loaded through openunmix, which downloads the weights once into
-            ``torch.hub.get_dir()``), or the path of a local checkpoint folder in
+            ``torch.hub.get_dir()``), or the path of a local checkpoint folder (a folder
+            named like a published model, ``./umx``, is taken as the folder) in
             openunmix's format: ``separator.json`` (keys ``nfft``, ``nhop``,
             ``sample_rate``, ``nb_channels``) plus ``<target>.json`` (with ``"args"``
             holding ``nfft``, ``nb_channels``, ``hidden_size``) and ``<target>.pth`` (the
@@ -178,7 +179,8 @@ class OpenUnmixSeparator:
         except (RuntimeError, TypeError) as err:
             raise ValueError(f"expected a torch device such as 'cpu' or 'cuda', got {device!r}") from err
 
-        published = isinstance(model, str) and model in PUBLISHED_MODELS
+        # A local folder wins over a published name it happens to share ("./umx").
+        published = isinstance(model, str) and model in PUBLISHED_MODELS and not Path(model).is_dir()
         if targets is None:
             target_list = list(PUBLISHED_MODELS[model]) if published else list(DEFAULT_TARGETS)
         else:

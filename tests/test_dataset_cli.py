@@ -1,0 +1,219 @@
+"""torchlime explain-dataset / aggregate: per-song JSON, resume after a crash, torchrun sharding."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from torchlime import GlobalAggregator, GlobalImportance
+from torchlime._dataset_cli import read_manifest
+from torchlime.cli import main
+from torchlime.music import Explanation
+
+from .test_music_explainer import build_wordpiece
+from .test_separator import write_checkpoint
+
+FACTORY = '''
+import os
+import torch
+from transformers import AutoTokenizer
+
+CALLS = [0]
+
+def factory(device):
+    tokenizer = AutoTokenizer.from_pretrained({tok!r})
+    words = tokenizer.convert_tokens_to_ids(["thunder", "night", "rain"])
+    crash_after = int(os.environ.get("CRASH_AFTER_CALLS", "0"))
+
+    def forward(audio, input_ids, attention_mask):
+        CALLS[0] += 1
+        if crash_after and CALLS[0] > crash_after:
+            raise KeyboardInterrupt("simulated crash")
+        T = audio.shape[-1]
+        energy = torch.stack([audio[:, 0, i * T // 4 : (i + 1) * T // 4].pow(2).mean(-1) for i in range(4)], 1)
+        counts = torch.stack([((input_ids == w) & attention_mask.bool()).sum(-1).float() for w in words], 1)
+        return torch.stack([4 * energy[:, 1] + counts[:, 0], energy[:, 3] + counts[:, 1], counts[:, 2] + 0.3], 1)
+
+    return dict(forward=forward, sample_rate=16000, tokenizer=tokenizer, max_length=64,
+                labels=["storm", "night", "rain"], apply_softmax=True)
+'''
+
+LYRIC_SETS = [
+    "thunder over the bay\\nwe walk the night\\nrain on the window",
+    "night after night\\nthunder again\\nhold the line",
+    "rain rain rain\\nthe day is long",
+    "thunder in my heart\\nevery window burning\\nnight falls\\nrain comes",
+    "hold the line\\nnever stray\\nthe night is young",
+]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    import soundfile as sf
+
+    root = tmp_path_factory.mktemp("dataset")
+    rng = np.random.default_rng(0)
+    rows = ["id,audio,lyrics,label"]
+    for i, text in enumerate(LYRIC_SETS):
+        t = np.arange(22050) / 22050
+        wave = (0.2 + 0.1 * i) * np.sin(2 * np.pi * (180 + 40 * i) * t) + 0.05 * rng.normal(size=t.size)
+        sf.write(root / f"s{i}.wav", np.stack([wave, wave], 1).astype(np.float32), 22050)
+        (root / f"s{i}.txt").write_text(text.replace("\\n", "\n"))
+        rows.append(f"song{i},s{i}.wav,s{i}.txt,{i % 3}")
+    rows.append("ghost,missing.wav,s0.txt,0")  # a missing file: reported, the others go on
+    (root / "songs.csv").write_text("\n".join(rows) + "\n")
+    write_checkpoint(root / "umx")
+    build_wordpiece(root / "tok")
+    (root / "ds_model.py").write_text(textwrap.dedent(FACTORY.format(tok=str(root / "tok"))))
+    return root
+
+
+def run(dataset, out, *extra, env=None):
+    args = ["explain-dataset", "--manifest", str(dataset / "songs.csv"), "--model", "ds_model:factory",
+            "--separator", str(dataset / "umx"), "--n-samples", "16", "--batch-size", "16", "--segments", "4",
+            "--out", str(out), "--device", "cpu", "--quiet", *extra]
+    return main(args)
+
+
+@pytest.fixture(scope="module")
+def full_run(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    cwd = os.getcwd()
+    os.chdir(dataset)
+    try:
+        rc = run(dataset, out, "--songs-per-batch", "2")
+    finally:
+        os.chdir(cwd)
+    return rc, out
+
+
+def load_global(path):
+    return json.loads(Path(path).read_text())
+
+
+def assert_same_global(a, b, rel=1e-4):
+    assert a["feature_names"] == b["feature_names"]
+    assert a["counts"] == b["counts"]
+    for kind in ("weight_sums", "lime", "average", "homogeneity"):
+        for cls in b[kind]:
+            assert a[kind][cls] == pytest.approx(b[kind][cls], rel=rel, abs=1e-7)
+
+
+def test_explain_dataset_writes_songs_and_the_aggregate(full_run, dataset, capsys):
+    rc, out = full_run
+    assert rc == 1  # one song failed
+    written = sorted(p.name for p in out.glob("song*.json"))
+    assert written == [f"song{i}.json" for i in range(5)]
+    exps = [Explanation.load_json(out / name) for name in written]
+    assert exps[0].labels == [0, 1, 2]  # --targets all
+    assert exps[0].metadata["song_info"]["label"] == "0"
+    # The global aggregate is the notebook's aggregation of exactly these explanations.
+    agg = GlobalAggregator(3, class_names=["storm", "night", "rain"])
+    agg.update(exps)
+    want = agg.compute().to_dict()
+    got = load_global(out / "global_importance.json")
+    assert_same_global(got, want, rel=1e-12)
+    assert (out / "global_importance.png").read_bytes()[:4] == b"\x89PNG"
+    # torchlime aggregate rebuilds it from the files (and skips the aggregate itself).
+    again = out / "again"
+    assert main(["aggregate", *map(str, sorted(out.glob("*.json"))), "--out", str(again)]) == 0
+    assert "5 explanations aggregated (1 aggregate file(s) skipped)" in capsys.readouterr().out
+    assert_same_global(load_global(again / "global_importance.json"), want, rel=1e-12)
+
+
+def test_missing_file_is_reported_and_listed(dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(dataset)
+    (tmp_path / "m.csv").write_text("audio,lyrics\nmissing.wav,s0.txt\n")
+    shutil.copy(dataset / "s1.wav", tmp_path / "s1.wav")
+    shutil.copy(dataset / "s1.txt", tmp_path / "s1.txt")
+    with open(tmp_path / "m.csv", "a") as f:
+        f.write("s1.wav,s1.txt\nmissing2.wav,s1.txt\n")
+    rc = main(["explain-dataset", "--manifest", str(tmp_path / "m.csv"), "--model", "ds_model:factory",
+               "--separator", str(dataset / "umx"), "--n-samples", "8", "--batch-size", "8", "--segments", "2",
+               "--out", str(tmp_path / "out"), "--device", "cpu", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "error: song missing (manifest line 2): expected an audio file" in err
+    assert "2 song(s) failed:" in err and "missing2 (manifest line 4)" in err.split("2 song(s) failed:")[1]
+    assert (tmp_path / "out" / "s1.json").exists()
+
+
+def test_resume_after_a_crash_explains_no_song_twice(dataset, full_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(dataset)
+    out = tmp_path / "out"
+    # 2 forward calls per song (the original + one chunk of 16): crash during the third song.
+    monkeypatch.setenv("CRASH_AFTER_CALLS", "5")
+    sys.modules.pop("ds_model", None)
+    with pytest.raises(KeyboardInterrupt):
+        run(dataset, out, "--songs-per-batch", "1")
+    first = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.glob("*.json")}
+    assert sorted(first) == ["song0.json", "song1.json"]
+    assert not list(out.glob(".*"))  # no temporary file left behind
+    monkeypatch.delenv("CRASH_AFTER_CALLS")
+    sys.modules.pop("ds_model", None)
+    capsys.readouterr()
+    rc = run(dataset, out, "--songs-per-batch", "1")
+    printed = capsys.readouterr().out
+    assert rc == 1  # the missing file again
+    assert "3 songs explained, 2 already done (skipped), 1 failed" in printed
+    for name, (data, mtime) in first.items():
+        assert (out / name).read_bytes() == data and (out / name).stat().st_mtime_ns == mtime
+    # Same final aggregate as the uninterrupted run (which batched 2 songs per forward).
+    assert_same_global(load_global(out / "global_importance.json"), load_global(full_run[1] / "global_importance.json"))
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_equal_one(dataset, full_run, tmp_path):
+    out = tmp_path / "out"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(dataset)}
+    proc = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "torchlime.cli", "explain-dataset",
+         "--manifest", str(dataset / "songs.csv"), "--model", "ds_model:factory", "--separator", str(dataset / "umx"),
+         "--n-samples", "16", "--batch-size", "16", "--segments", "4", "--out", str(out), "--device", "cpu",
+         "--quiet"],
+        cwd=dataset, env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode != 0 and "1 song(s) failed" in proc.stderr, proc.stderr[-3000:]
+    assert "5 songs explained, 0 already done (skipped), 1 failed, 2 process(es)" in proc.stdout
+    assert sorted(p.name for p in out.glob("song*.json")) == [f"song{i}.json" for i in range(5)]
+    assert_same_global(load_global(out / "global_importance.json"), load_global(full_run[1] / "global_importance.json"))
+
+
+def test_manifest_errors(tmp_path):
+    with pytest.raises(ValueError, match="expected a manifest CSV file, got .*which does not exist"):
+        read_manifest(tmp_path / "none.csv")
+    (tmp_path / "a.csv").write_text("path,text\nx.wav,x.txt\n")
+    with pytest.raises(ValueError, match=r"expected manifest columns audio, lyrics \(optional id, label\), got \['path', 'text'\]"):
+        read_manifest(tmp_path / "a.csv")
+    (tmp_path / "b.csv").write_text("audio,lyrics\nx.wav,x.txt\ndir/x.wav,y.txt\n")
+    with pytest.raises(ValueError, match=r"expected unique song ids in the manifest, got duplicates \['x'\]"):
+        read_manifest(tmp_path / "b.csv")
+    (tmp_path / "c.csv").write_text("audio,lyrics\nx.wav,\n")
+    with pytest.raises(ValueError, match="c.csv:2: expected an audio and a lyrics path"):
+        read_manifest(tmp_path / "c.csv")
+    (tmp_path / "d.csv").write_text("audio,lyrics\n")
+    with pytest.raises(ValueError, match="expected at least one song in the manifest"):
+        read_manifest(tmp_path / "d.csv")
+
+
+def test_aggregate_errors(tmp_path, capsys):
+    assert main(["aggregate", str(tmp_path / "none.json")]) == 2
+    assert "expected explanation JSON files, got" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text('{"metadata": {}}')
+    assert main(["aggregate", str(tmp_path / "bad.json")]) == 2
+    assert "bad.json: expected torchlime's explanation JSON" in capsys.readouterr().err
+
+
+def test_global_importance_file_loads(full_run):
+    result = GlobalImportance.load_json(full_run[1] / "global_importance.json")
+    assert result.class_names == ["storm", "night", "rain"]
+    assert result.lime.shape == (3, len(result.feature_names))
+    assert torch.isfinite(result.homogeneity).all()
