@@ -6,6 +6,17 @@ draws random numbers, a ``generator``.
 """
 
 from .aggregation import Importance, feature_entropy, global_importance
+from .evaluation import (
+    aopc,
+    area_under_curve,
+    check_weights,
+    deletion_masks,
+    feature_ranking,
+    insertion_masks,
+    rankdata,
+    spearman,
+    topk_jaccard,
+)
 from .kernels import (
     cosine_distance,
     euclidean_distance,
@@ -51,4 +62,13 @@ __all__ = [
     "Importance",
     "global_importance",
     "feature_entropy",
+    "check_weights",
+    "feature_ranking",
+    "deletion_masks",
+    "insertion_masks",
+    "aopc",
+    "area_under_curve",
+    "rankdata",
+    "spearman",
+    "topk_jaccard",
 ]

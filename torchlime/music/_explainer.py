@@ -376,6 +376,12 @@ class MusicLime:
             out = out.float()
         return out.softmax(-1) if self.apply_softmax else out
 
+    def _forward_song(self, song: _Song, z: Tensor) -> Tensor:
+        """The model's ``(c, classes)`` output on one song's masks ``(c, F)``, composed as in explain."""
+        if self.forward_func is None:
+            return self._forward_legacy(*song.compose(z, legacy=True))
+        return self._forward_batched(*song.compose(z, legacy=False))
+
     def _forward_batched(self, *inputs: Tensor) -> Tensor:
         out = self.forward_func(*inputs)
         return self._finish(out, inputs[0].device, inputs[0].shape[0])
