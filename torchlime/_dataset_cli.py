@@ -118,7 +118,6 @@ def _load_done(path: Path) -> Any:
 
 
 def cmd_explain_dataset(args: argparse.Namespace) -> int:
-    from .aggregation._aggregator import GlobalAggregator
     from .cli import load_model_spec, prepare_song
     from .music import MusicLime, OpenUnmixSeparator
 

@@ -5,6 +5,7 @@ Shape glossary: B instances, K targets per instance, C classes, F features.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -260,7 +261,7 @@ class GlobalAggregator(Metric):
             for label, cls in self._labels_of(exp):
                 pairs = [(i, w) for i, w in exp.local_exp[label] if i in allowed]
                 for _, w in pairs:
-                    if w != w or w in (float("inf"), float("-inf")):
+                    if not math.isfinite(w):
                         raise ValueError(f"expected finite weights, got {w} in the explanation of label {label}")
                 if self.components == "positive":
                     pairs = [(i, w) for i, w in pairs if w > 0]
