@@ -1,4 +1,4 @@
-"""torchlime's engine against Captum's, side by side: ``Lime`` and ``KernelShap``.
+"""Scenario 1, engine overhead: torchlime's ``Lime``/``KernelShap`` against Captum's, side by side.
 
 The model is a fixed random linear map to 4 classes, so (almost) only the explainer is
 timed. Two workloads:
@@ -10,10 +10,13 @@ timed. Two workloads:
 Both libraries get the same forward, ``n_samples``, ``perturbations_per_eval`` and their
 own default interpretable model (Captum's ``SkLearnLasso(alpha=0.01)``, torchlime's
 ``Lasso(alpha=0.01)``: the same objective). Each configuration gets one untimed warm-up
-run, then ``--repeats`` timed runs (median, min, max); on CUDA the timed region is
-bracketed by ``torch.cuda.synchronize()``. Captum runs whose warm-up takes longer than
-``--captum-slow-s`` seconds and whose first timed run does too are timed once only
-(recorded in the JSON as ``reduced_repeats_note``).
+run per library, then the timed repeats (a library whose timed runs add up to more than
+``captum_slow_s`` stops repeating; the JSON says how many ran).
+
+The model's own time is measured apart: the forward alone, called on a ``(ppe, D)``
+input as many times as the explainers call it. ``overhead = total - forward`` is the
+explainer's own cost; ``overhead_speedup`` (Captum's overhead / torchlime's) is what the
+issue's "engine overhead" targets are checked on, ``speedup`` is the plain ratio of totals.
 
 Agreement is the Pearson correlation of the two libraries' ``(1, F)`` attributions
 (``return_input_shape=False``) at the same sample count, with each library's default
@@ -23,49 +26,37 @@ coefficients of the waveform. Each is reported with the same seed for both libra
 (on CPU their Lime masks are then identical, so this compares the solvers) and with
 independent seeds (torchlime 0, Captum 1).
 
-Usage::
-
-    python -m benchmarks.bench_engine [--quick] [--device cpu|cuda|all] [--repeats N]
-                                      [--ppe N] [--out DIR]
-
-Writes ``<out>/engine_<device>.json`` (``engine_<device>_quick.json`` with ``--quick``,
-``engine_<device>_tiny.json`` with ``--tiny``) and prints a Markdown table.
+Run it through the harness: ``python -m benchmarks --only engine [--quick] [--device ...]``
+(``python -m benchmarks.bench_engine`` still works and does the same).
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import json
 import math
-import os
-import platform
-import statistics
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import captum
-import captum.attr
 import torch
-from captum._utils.models.linear_model import SkLearnRidge
 from torch import Tensor
 
 import torchlime
 from torchlime.models import Ridge
 
-__all__ = ["main"]
+from ._context import Context, target
+from ._harness import envelope, fmt_s, fmt_x, log, measure, ratio
 
+__all__ = ["NAME", "run", "markdown", "targets", "pearson", "main"]
+
+NAME = "engine"
 SAMPLE_RATE = 22050
 NUM_CLASSES = 4
 TARGET = 1
 WAVEFORM_GROUPS = 60
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+PPE = 100
 METHODS = ("lime", "kernel_shap")
 
 
@@ -106,18 +97,10 @@ class LinearForward:
         return x @ self.weight
 
 
-def make_workloads(device: torch.device, mode: str) -> list[Workload]:
-    """Build the two workloads on ``device`` (same values on every device).
-
-    Args:
-        device: where inputs, masks and weights live.
-        mode: "full", "quick" or "tiny" (sample counts, and a 1 s waveform for "tiny").
-
-    Returns:
-        The waveform and scalar64 workloads.
-    """
+def make_workloads(ctx: Context) -> list[Workload]:
+    """The two workloads on ``ctx.device`` (same values on every device)."""
     gen = torch.Generator().manual_seed(0)  # built on CPU, then moved: identical on all devices
-    seconds = 1 if mode == "tiny" else 10
+    seconds = ctx.pick(10, 10, 1)
     T = seconds * SAMPLE_RATE
     t = torch.arange(T, dtype=torch.float32) / SAMPLE_RATE
     wave = 0.5 * torch.sin(2 * math.pi * 440.0 * t) + 0.1 * torch.randn(T, generator=gen)
@@ -125,8 +108,9 @@ def make_workloads(device: torch.device, mode: str) -> list[Workload]:
     wave_weight = torch.randn(T, NUM_CLASSES, generator=gen) / math.sqrt(T)
     scalar = torch.randn(1, 64, generator=gen)
     scalar_weight = torch.randn(64, NUM_CLASSES, generator=gen) / 8.0
-    n_wave = {"full": [1000, 5000], "quick": [200], "tiny": [100]}[mode]
-    n_scalar = {"full": [1000, 5000], "quick": [1000], "tiny": [100]}[mode]
+    n_wave = ctx.pick([1000, 5000], [200], [100])
+    n_scalar = ctx.pick([1000, 5000], [1000], [100])
+    device = ctx.device
     return [
         Workload(
             name="waveform",
@@ -150,15 +134,13 @@ def make_workloads(device: torch.device, mode: str) -> list[Workload]:
     ]
 
 
-# -- running and timing -----------------------------------------------------------------------
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+# -- running --------------------------------------------------------------------------------
 
 
 def _explainer(library: str, method: str, forward: Callable[[Tensor], Tensor], ridge: bool = False) -> Any:
+    import captum.attr
+    from captum._utils.models.linear_model import SkLearnRidge
+
     if library == "torchlime":
         if method == "lime":
             return torchlime.Lime(forward, interpretable_model=Ridge(alpha=1.0) if ridge else None)
@@ -168,15 +150,10 @@ def _explainer(library: str, method: str, forward: Callable[[Tensor], Tensor], r
     return captum.attr.KernelShap(forward)
 
 
-def _attribute(
-    library: str, explainer: Any, work: Workload, n_samples: int, ppe: int, seed: int, device: torch.device
-) -> Tensor:
+def _attribute(library: str, explainer: Any, work: Workload, n_samples: int, seed: int, device: torch.device) -> Tensor:
     kwargs: dict[str, Any] = dict(
-        target=TARGET,
-        feature_mask=work.feature_mask,
-        n_samples=n_samples,
-        perturbations_per_eval=ppe,
-        return_input_shape=False,
+        target=TARGET, feature_mask=work.feature_mask, n_samples=n_samples,
+        perturbations_per_eval=PPE, return_input_shape=False,
     )
     if library == "torchlime":
         kwargs["generator"] = torch.Generator(device).manual_seed(seed)
@@ -189,22 +166,20 @@ def _attribute(
         return explainer.attribute(work.inputs, **kwargs)
 
 
-def _timed(fn: Callable[[], Tensor], device: torch.device) -> tuple[float, Tensor]:
-    _sync(device)
-    start = time.perf_counter()
-    out = fn()
-    _sync(device)
-    return time.perf_counter() - start, out
+def _forward_only(work: Workload, n_samples: int, device: torch.device, repeats: int) -> dict[str, Any]:
+    """The model alone, called as the explainers call it: ceil(n / ppe) times on (<= ppe, D)."""
+    D = work.inputs.shape[-1]
+    x = work.inputs.expand(PPE, D).contiguous()
+    calls = [min(PPE, n_samples - s) for s in range(0, n_samples, PPE)]
 
+    def go() -> Tensor:
+        out = None
+        for c in calls:
+            out = work.forward(x[:c])
+        return out
 
-def _summary(times: list[float]) -> dict[str, Any]:
-    return {
-        "median_s": statistics.median(times),
-        "min_s": min(times),
-        "max_s": max(times),
-        "repeats": len(times),
-        "times_s": times,
-    }
+    summary, _ = measure(go, device, repeats=repeats, warmup=1)
+    return summary
 
 
 def pearson(a: Tensor, b: Tensor) -> float | None:
@@ -228,63 +203,49 @@ def pearson(a: Tensor, b: Tensor) -> float | None:
     return float((x @ y) / denom)
 
 
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def bench_config(
-    work: Workload, method: str, n_samples: int, device: torch.device, repeats: int, ppe: int, captum_slow_s: float
-) -> dict[str, Any]:
-    """Time both libraries on one configuration and measure their agreement.
-
-    Args:
-        work: the workload.
-        method: "lime" or "kernel_shap".
-        n_samples: perturbation samples per explanation.
-        device: where everything runs.
-        repeats: timed runs per library.
-        ppe: ``perturbations_per_eval`` for both libraries.
-        captum_slow_s: Captum is timed once when its warm-up and first run are both slower.
-
-    Returns:
-        The configuration's JSON record.
-    """
+def bench_config(work: Workload, method: str, n_samples: int, ctx: Context, repeats: int,
+                 captum_slow_s: float) -> dict[str, Any]:
+    """Time both libraries and the bare forward on one configuration; measure agreement."""
+    device = ctx.device
     record: dict[str, Any] = {"workload": work.name, "method": method, "n_samples": n_samples,
                               "num_features": work.num_features}
-    if hasattr(os, "getloadavg"):
-        record["load_average_at_start"] = list(os.getloadavg())
-    outs: dict[str, dict[int, Tensor]] = {"torchlime": {}, "captum": {}}
+    outs: dict[str, dict[int, Tensor]] = {}
     for library in ("torchlime", "captum"):
         explainer = _explainer(library, method, work.forward)
-        warm_s, _ = _timed(lambda: _attribute(library, explainer, work, n_samples, ppe, 10_000, device), device)
-        note = None
-        times = []
-        for seed in range(repeats):
-            seconds, out = _timed(lambda: _attribute(library, explainer, work, n_samples, ppe, seed, device), device)
-            times.append(seconds)
-            outs[library][seed] = out
-            # Both the warm-up and the first timed run must be slow: one slow run alone is
-            # often a load spike on a shared machine.
-            if library == "captum" and seed == 0 and repeats > 1 and min(warm_s, seconds) > captum_slow_s:
-                note = (f"warm-up {warm_s:.1f} s and first run {seconds:.1f} s > {captum_slow_s:g} s: "
-                        f"timed once instead of {repeats} times")
-                break
-        record[library] = {"warmup_s": warm_s, **_summary(times), "reduced_repeats_note": note}
-        _log(f"  {library:9s} {work.name}/{method}/n={n_samples}: median {statistics.median(times):.3f} s "
-             f"over {len(times)} (warm-up {warm_s:.3f} s)")
-    record["speedup"] = record["captum"]["median_s"] / record["torchlime"]["median_s"]
+        # The warm-up uses seed 10000, timed run i seed i (run 0 is the one compared).
+        seeds = iter([10_000, *range(10_000)])
+        by_seed: dict[int, Tensor] = {}
+
+        def go() -> None:
+            seed = next(seeds)
+            by_seed[seed] = _attribute(library, explainer, work, n_samples, seed, device)
+
+        summary, _ = measure(go, device, repeats=repeats, warmup=1,
+                             budget_s=captum_slow_s if library == "captum" else None)
+        outs[library] = by_seed
+        record[library] = summary
+        log(f"  {library:9s} {work.name}/{method}/n={n_samples}: median {fmt_s(summary['median_s'])} "
+            f"over {summary['repeats']}")
+    fwd = _forward_only(work, n_samples, device, repeats=max(5, repeats))
+    record["model_forward"] = fwd
+    # The forward's least time is its own cost (a busy machine only adds to it); taking it
+    # leaves the most time to the explainers, which lowers their overhead ratio, never raises it.
+    f = fwd["min_s"]
+    t_ours, t_ref = record["torchlime"]["median_s"], record["captum"]["median_s"]
+    record["speedup"] = ratio(t_ref, t_ours)
+    record["overhead_s"] = {"torchlime": t_ours - f, "captum": t_ref - f}
+    record["overhead_speedup"] = ratio(t_ref - f, t_ours - f) if t_ours - f > 1e-6 else None
     a, b = outs["torchlime"][0], outs["captum"][0]
-    if 1 not in outs["captum"]:  # untimed extra run for the independent-seed correlation
-        outs["captum"][1] = _attribute("captum", _explainer("captum", method, work.forward), work, n_samples, ppe, 1,
-                                       device)
+    b1 = outs["captum"].get(1)
+    if b1 is None:  # untimed extra run for the independent-seed correlation
+        b1 = _attribute("captum", _explainer("captum", method, work.forward), work, n_samples, 1, device)
     record["correlation"] = pearson(a, b)
-    record["correlation_independent_seeds"] = pearson(a, outs["captum"][1])
+    record["correlation_independent_seeds"] = pearson(a, b1)
     record["attribution_abs_max"] = {"torchlime": float(a.abs().max()), "captum": float(b.abs().max())}
     record["nonzero_coefficients"] = {"torchlime": int((a != 0).sum()), "captum": int((b != 0).sum())}
     if method == "lime":
         ridge = {
-            (lib, seed): _attribute(lib, _explainer(lib, method, work.forward, ridge=True), work, n_samples, ppe,
-                                    seed, device)
+            (lib, seed): _attribute(lib, _explainer(lib, method, work.forward, ridge=True), work, n_samples, seed, device)
             for lib, seed in (("torchlime", 0), ("captum", 0), ("captum", 1))
         }
         record["correlation_ridge"] = pearson(ridge["torchlime", 0], ridge["captum", 0])
@@ -295,173 +256,99 @@ def bench_config(
     return record
 
 
-# -- machine info, output ---------------------------------------------------------------------
+def run(ctx: Context) -> dict[str, Any]:
+    """Scenario 1 on one device: every workload, method and sample count."""
+    import captum
 
-
-def machine_info(device: torch.device) -> dict[str, Any]:
-    """Platform, processor, versions and the device's name."""
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_num_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "captum": captum.__version__,
-        "torchlime": torchlime.__version__,
-        "device": str(device),
-        "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+    started = time.perf_counter()
+    repeats = ctx.repeats or ctx.pick(3, 3, 1)  # --quick keeps 3: its configurations are cheap
+    captum_slow_s = 20.0
+    workloads = make_workloads(ctx)
+    configs = []
+    for work in workloads:
+        log(f"[{ctx.device}] engine/{work.name}: {work.description}")
+        for method in METHODS:
+            for n in work.n_samples:
+                configs.append(bench_config(work, method, n, ctx, repeats, captum_slow_s))
+    parameters = {
+        "repeats": repeats,
+        "perturbations_per_eval": PPE,
+        "captum_slow_s": captum_slow_s,
+        "captum_version": captum.__version__,
+        "target": TARGET,
+        "num_classes": NUM_CLASSES,
+        "seeds": "warm-up seed 10000, timed run i seed i, compared run seed 0 (torchlime: "
+        "generator=torch.Generator(device).manual_seed(seed); captum: torch.manual_seed(seed))",
+        "overhead": "overhead_s = median total - min model_forward, model_forward = the forward alone called "
+        "ceil(n/ppe) times on (ppe, D) (its least time: its own cost); overhead_speedup = captum overhead / "
+        "torchlime overhead (null when torchlime's overhead is not positive)",
+        "correlations": "Pearson r of the (1, F) attributions. 'correlation': torchlime seed 0 vs captum seed 0; "
+        "on CPU both libraries then draw identical Lime masks, so it checks the solvers. "
+        "'correlation_independent_seeds': torchlime seed 0 vs captum seed 1. Null where a vector is constant",
+        "interpretable_models": {
+            "lime_default": "torchlime.models.Lasso(alpha=0.01) vs captum SkLearnLasso(alpha=0.01)",
+            "lime_ridge": "torchlime.models.Ridge(alpha=1.0) vs captum SkLearnRidge(alpha=1.0)",
+            "kernel_shap": "each library's default (weighted linear regression)",
+        },
+        "workloads": {w.name: {"description": w.description, "n_samples": w.n_samples,
+                               "num_features": w.num_features} for w in workloads},
     }
-    try:
-        import sklearn
-
-        info["sklearn"] = sklearn.__version__
-    except ModuleNotFoundError:
-        info["sklearn"] = None
-    if hasattr(os, "getloadavg"):
-        info["load_average_at_start"] = list(os.getloadavg())
-    return info
+    result = envelope(ctx, NAME, parameters, {"configurations": configs}, started)
+    result["targets"] = targets(result)
+    return result
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 5: overhead vs Captum >= 10x (waveform) and >= 50x (64 features) on CPU, >= 100x on GPU."""
+    cuda = result["device"].startswith("cuda")
+    checks = []
+    for workload, cpu_goal in (("waveform", 10.0), ("scalar64", 50.0)):
+        rows = [c for c in result["configurations"] if c["workload"] == workload]
+        if not rows:
+            continue
+        worst = min(rows, key=lambda c: c["overhead_speedup"] if c["overhead_speedup"] is not None else math.inf)
+        measured = worst["overhead_speedup"]
+        checks.append(target(
+            f"engine overhead vs Captum, {workload}", measured, 100.0 if cuda else cpu_goal,
+            where=f"worst of {len(rows)} configurations ({worst['method']}, n={worst['n_samples']})",
+            note="ratio of overheads (total minus the bare forward); ratio of totals: "
+            + ", ".join(f"{c['method']}/{c['n_samples']}: {fmt_x(c['speedup'])}" for c in rows),
+        ))
+    return checks
 
 
-def _fmt_time(summary: dict[str, Any]) -> str:
-    return f"{summary['median_s']:.3f} ({summary['min_s']:.3f}-{summary['max_s']:.3f}) x{summary['repeats']}"
-
-
-def _fmt_corr(r: float | None) -> str:
-    return "n/a" if r is None else f"{r:.4f}"
-
-
-def markdown_table(results: list[dict[str, Any]]) -> str:
-    """One row per configuration: seconds as median (min-max) xrepeats, speedup, correlations."""
+def markdown(result: dict[str, Any]) -> str:
+    """Table: one row per configuration."""
     lines = [
-        "| device | workload | method | n_samples | torchlime s | captum s | speedup "
-        "| r default (same seed / indep.) | r ridge (same seed / indep.) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| workload | method | n_samples | torchlime | captum | speedup | forward | overhead torchlime / captum "
+        "| overhead speedup | r (same seed / indep.) | r ridge |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for res in results:
-        device = res["machine"]["device"]
-        for c in res["configurations"]:
-            lines.append(
-                f"| {device} | {c['workload']} | {c['method']} | {c['n_samples']} | {_fmt_time(c['torchlime'])} "
-                f"| {_fmt_time(c['captum'])} | {c['speedup']:.2f}x "
-                f"| {_fmt_corr(c['correlation'])} / {_fmt_corr(c['correlation_independent_seeds'])} "
-                f"| {_fmt_corr(c['correlation_ridge'])} / {_fmt_corr(c['correlation_ridge_independent_seeds'])} |"
-            )
+    for c in result["configurations"]:
+        r = "n/a" if c["correlation"] is None else f"{c['correlation']:.4f}"
+        ri = "n/a" if c["correlation_independent_seeds"] is None else f"{c['correlation_independent_seeds']:.3f}"
+        rr = "n/a" if c["correlation_ridge"] is None else f"{c['correlation_ridge']:.4f}"
+        lines.append(
+            f"| {c['workload']} | {c['method']} | {c['n_samples']} | {_spread(c['torchlime'])} | {_spread(c['captum'])} "
+            f"| {fmt_x(c['speedup'])} | {fmt_s(c['model_forward']['min_s'])} "
+            f"| {fmt_s(c['overhead_s']['torchlime'])} / {fmt_s(c['overhead_s']['captum'])} "
+            f"| {fmt_x(c['overhead_speedup'])} | {r} / {ri} | {rr} |"
+        )
     return "\n".join(lines)
 
 
-def run_device(device: torch.device, mode: str, repeats: int, ppe: int, captum_slow_s: float) -> dict[str, Any]:
-    """Benchmark every workload, method and sample count on one device."""
-    started = time.perf_counter()
-    info = machine_info(device)
-    workloads = make_workloads(device, mode)
-    configs = []
-    for work in workloads:
-        _log(f"[{device}] {work.name}: {work.description}")
-        for method in METHODS:
-            for n in work.n_samples:
-                configs.append(bench_config(work, method, n, device, repeats, ppe, captum_slow_s))
-    if hasattr(os, "getloadavg"):
-        info["load_average_at_end"] = list(os.getloadavg())
-    return {
-        "benchmark": "engine",
-        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": info,
-        "parameters": {
-            "mode": mode,
-            "repeats": repeats,
-            "perturbations_per_eval": ppe,
-            "captum_slow_s": captum_slow_s,
-            "target": TARGET,
-            "num_classes": NUM_CLASSES,
-            "seeds": "timed run i uses seed i (torchlime: generator=torch.Generator(device).manual_seed(i); "
-            "captum: torch.manual_seed(i)); warm-up uses seed 10000",
-            "correlations": "Pearson r of the (1, F) attributions. 'correlation': torchlime seed 0 vs captum "
-            "seed 0; on CPU both libraries then draw identical Lime masks (torch.bernoulli on the same "
-            "CPU stream), so it checks the solvers. 'correlation_independent_seeds': torchlime seed 0 vs "
-            "captum seed 1. With a linear forward the surrogate's targets are noise-free, so r is close "
-            "to 1 even with independent samples; null where a vector is constant",
-            "interpretable_models": {
-                "lime_default": "torchlime.models.Lasso(alpha=0.01) vs captum SkLearnLasso(alpha=0.01)",
-                "lime_ridge": "torchlime.models.Ridge(alpha=1.0) vs captum SkLearnRidge(alpha=1.0)",
-                "kernel_shap": "each library's default (weighted linear regression)",
-            },
-            "workloads": {w.name: {"description": w.description, "n_samples": w.n_samples,
-                                   "num_features": w.num_features} for w in workloads},
-            "timing": "time.perf_counter around one attribute() call, torch.cuda.synchronize() before and "
-            "after on CUDA; one untimed warm-up run per configuration and library",
-        },
-        "configurations": configs,
-        "total_wall_s": time.perf_counter() - started,
-    }
+def _spread(s: dict[str, Any]) -> str:
+    if s["repeats"] == 1:
+        return f"{fmt_s(s['median_s'])} (x1)"
+    return f"{fmt_s(s['median_s'])} (IQR {fmt_s(s['iqr_s'])}, x{s['repeats']})"
 
 
-def parse_args(argv: Sequence[Any] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_engine", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="n_samples 200 (waveform) / 1000 (scalar64), 1 repeat")
-    parser.add_argument("--tiny", action="store_true", help="1 s waveform, n_samples 100, for the test suite")
-    parser.add_argument("--device", choices=("cpu", "cuda", "all"), default="all",
-                        help="cpu, cuda, or all (cpu and, when available, cuda); default all")
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs per library (default 3, 1 with --quick)")
-    parser.add_argument("--ppe", type=int, default=100, help="perturbations_per_eval for both libraries (default 100)")
-    parser.add_argument("--captum-slow-s", type=float, default=10.0,
-                        help="time Captum once when its warm-up and first run both take longer than this (default 10)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
-    args = parser.parse_args(None if argv is None else [str(a) for a in argv])
-    if args.repeats is None:
-        args.repeats = 1 if (args.quick or args.tiny) else 3
-    if args.repeats < 1:
-        parser.error(f"expected --repeats >= 1, got {args.repeats}")
-    if args.ppe < 1:
-        parser.error(f"expected --ppe >= 1, got {args.ppe}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("expected a CUDA device for --device cuda, but torch.cuda.is_available() is False")
-    return args
+def main(argv: Sequence[Any] | None = None) -> list:
+    """``python -m benchmarks.bench_engine [harness options]``: the harness with ``--only engine``."""
+    from .__main__ import main as harness
 
-
-def main(argv: Sequence[Any] | None = None) -> list[Path]:
-    """Run the benchmark; returns the JSON files written.
-
-    Args:
-        argv: command-line arguments (``sys.argv[1:]`` when None); paths may be ``Path``s.
-
-    Returns:
-        One ``engine_<device>[_<mode>].json`` path per benchmarked device.
-    """
-    args = parse_args(argv)
-    mode = "tiny" if args.tiny else "quick" if args.quick else "full"
-    if args.device == "all":
-        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    else:
-        devices = [args.device]
-    results, paths = [], []
-    for name in devices:
-        device = torch.device(name)
-        result = run_device(device, mode, args.repeats, args.ppe, args.captum_slow_s)
-        path = Path(args.out) / (f"engine_{name}.json" if mode == "full" else f"engine_{name}_{mode}.json")
-        write_json_atomic(path, result)
-        _log(f"wrote {path}")
-        results.append(result)
-        paths.append(path)
-    print(markdown_table(results))
-    return paths
+    args = list(sys.argv[1:] if argv is None else argv)
+    return harness([*args, "--only", NAME])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,228 @@
+"""Scenario 5, the limit: how close torchlime gets to what the hardware and the model allow.
+
+- **Copy bandwidth** of the device: ``dst.copy_(src)`` on a large float32 tensor
+  (256 MB on CPU, 2 GB on CUDA: far past the caches), bytes read + written / time.
+- **Composition**: :meth:`torchlime.music.StemFactorization.compose` on one chunk of
+  masks; bytes moved = bytes written (``n x C x T x 4``, the composed audio) + bytes read
+  (the stems ``S x C x T x 4`` and the masks), over time; reported as a fraction of the
+  copy bandwidth (the issue's target: >= 50%). Composing can never beat writing its
+  output once, which is what the copy measures. A second number, ``inplace_probe``, times
+  the same products written straight into one preallocated output
+  (``torch.mm(z_g, stems[:, c, a:b], out=out[:, c, a:b])``), and ``bmm_probe`` all
+  segments in one ``torch.bmm`` per channel through a strided view of the output: the
+  benchmark's own sketches, not torchlime code, to tell the hardware's limit from the
+  library's.
+- **Explainer share** of the end-to-end run: copied from the one-song scenario when it
+  ran in the same invocation, else measured here on a 10 s song (n = 1000; 200 with
+  ``--quick``): (wall time - the model's forward) / wall time.
+
+Run it through the harness: ``python -m benchmarks --only limit [--quick] [--device ...]``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from ._context import Context, target
+from ._harness import PhaseTimer, envelope, fmt_bytes, fmt_s, log, measure, ratio, sync
+
+__all__ = ["NAME", "run", "markdown", "targets"]
+
+NAME = "limit"
+
+
+def copy_bandwidth(device: torch.device, nbytes: int, repeats: int) -> dict[str, Any]:
+    """Bytes read + written per second by ``dst.copy_(src)``."""
+    numel = nbytes // 4
+    src = torch.empty(numel, dtype=torch.float32, device=device).uniform_()
+    dst = torch.empty_like(src)
+    summary, _ = measure(lambda: dst.copy_(src), device, repeats=repeats, warmup=2)
+    moved = 2 * numel * 4
+    return {"tensor_bytes": numel * 4, "bytes_moved": moved, "time": summary,
+            "bytes_per_s": moved / summary["median_s"], "best_bytes_per_s": moved / summary["min_s"]}
+
+
+def compose_inplace(stems: torch.Tensor, boundaries: list[tuple[int, int]], masks: torch.Tensor,
+                    out: torch.Tensor) -> torch.Tensor:
+    """The per-segment products written straight into ``out`` ``(n, C, T)`` (BLAS leading dimension)."""
+    S, C, _ = stems.shape
+    for g, (a, b) in enumerate(boundaries):
+        zg = masks[:, g * S : (g + 1) * S]
+        for c in range(C):
+            torch.mm(zg, stems[:, c, a:b], out=out[:, c, a:b])
+    return out
+
+
+def compose_bmm(stems: torch.Tensor, masks: torch.Tensor, out: torch.Tensor, segments: int) -> torch.Tensor:
+    """All segments in one batched product per channel, written into ``out`` (equal segments only).
+
+    ``(G, n, S) @ (G, S, T/G)`` with the output viewed as ``(G, n, T/G)`` over ``out``'s
+    memory (strides ``(T/G, C*T, 1)``): one kernel instead of one per segment.
+    """
+    S, C, T = stems.shape
+    n, Tg = masks.shape[0], T // segments
+    zg = masks.reshape(n, segments, S).transpose(0, 1)
+    for c in range(C):
+        torch.bmm(zg, stems[:, c].reshape(S, segments, Tg).transpose(0, 1),
+                  out=out[:, c].view(n, segments, Tg).transpose(0, 1))
+    return out
+
+
+def composition(device: torch.device, name: str, rate: int, seconds: float, channels: int, segments: int,
+                chunk: int, repeats: int) -> dict[str, Any]:
+    """Bytes per second of ``StemFactorization.compose`` on one chunk, and of the in-place sketch."""
+    from torchlime.music import StemFactorization
+
+    S = 4
+    T = int(round(rate * seconds))
+    gen = torch.Generator().manual_seed(0)
+    stems = (0.1 * torch.randn(S, channels, T, generator=gen)).to(device)
+    f = StemFactorization(stems, sample_rate=rate, num_segments=segments)
+    masks = torch.bernoulli(torch.full((chunk, f.num_features), 0.5), generator=gen).to(device)
+    written = chunk * channels * T * 4
+    read = stems.numel() * 4 + masks.numel() * 4
+    summary, out = measure(lambda: f.compose(masks), device, repeats=repeats, warmup=2)
+    buf = torch.empty(chunk, channels, T, device=device)
+    probe, out2 = measure(lambda: compose_inplace(f.stems, f.boundaries, masks, buf), device,
+                          repeats=repeats, warmup=2)
+    same = bool(torch.allclose(out, out2, rtol=1e-5, atol=1e-6))
+    moved = written + read
+    bmm = None
+    if T % segments == 0:
+        buf3 = torch.empty(chunk, channels, T, device=device)
+        t3, out3 = measure(lambda: compose_bmm(f.stems, masks, buf3, segments), device, repeats=repeats, warmup=2)
+        bmm = {"time": t3, "bytes_per_s": moved / t3["median_s"],
+               "same_output": bool(torch.allclose(out, out3, rtol=1e-5, atol=1e-6))}
+    return {
+        "name": name, "sample_rate": rate, "seconds": seconds, "channels": channels, "stems": S,
+        "segments": segments, "chunk": chunk, "bytes_written": written, "bytes_read": read, "bytes_moved": moved,
+        "time": summary, "bytes_per_s": moved / summary["median_s"],
+        "inplace_probe": {"time": probe, "bytes_per_s": moved / probe["median_s"], "same_output": same},
+        "bmm_probe": bmm,
+    }
+
+
+def _explainer_share(ctx: Context) -> dict[str, Any]:
+    """From the one-song scenario of this run, else one instrumented 10 s song here."""
+    music = ctx.earlier.get("music")
+    if music is not None:
+        return {"source": "the music scenario of this run", "rows": [
+            {"seconds": r["seconds"], "n_samples": r["n_samples"],
+             "explainer_share": r["torchlime"]["explainer_share"],
+             "explainer_share_with_separation": r["torchlime"]["explainer_share_with_separation"],
+             "reference_explainer_share": r["reference"]["explainer_share"]} for r in music["rows"]]}
+    from torchlime.music.demo import load_demo
+
+    from .bench_music import NUM_LINES, NUM_SEGMENTS, DemoForward, make_inputs, make_masks, run_torchlime
+
+    model, tokenizer = load_demo(ctx.device)
+    forward = DemoForward(model)
+    seconds = ctx.pick(10.0, 10.0, 4.0)
+    n = ctx.pick(1000, 200, 40)
+    bs = ctx.pick(100, 100, 20)
+    song, lyrics = make_inputs(seconds)
+    masks = make_masks(n, NUM_SEGMENTS * 4 + NUM_LINES)
+    run_torchlime(forward, tokenizer, song, lyrics, masks[: 2 * bs], bs, ctx.device, None)  # warm-up
+    timer = PhaseTimer(ctx.device)
+    sync(ctx.device)
+    start = time.perf_counter()
+    run_torchlime(forward, tokenizer, song, lyrics, masks, bs, ctx.device, timer)
+    sync(ctx.device)
+    total = time.perf_counter() - start
+    fwd = timer.totals.get("model forward", 0.0)
+    return {"source": "measured here (the music scenario did not run in this invocation), one instrumented run",
+            "rows": [{"seconds": seconds, "n_samples": n, "explainer_share": ratio(total - fwd, total),
+                      "explainer_share_with_separation": None, "reference_explainer_share": None,
+                      "breakdown_s": dict(timer.totals), "total_s": total}]}
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    """Scenario 5 on one device."""
+    started = time.perf_counter()
+    device = ctx.device
+    repeats = ctx.pick(10, 5, 3, cuda=20)
+    nbytes = ctx.pick(256 << 20, 256 << 20, 64 << 20, cuda=2 << 30)
+    copy = copy_bandwidth(device, nbytes, repeats)
+    log(f"  copy bandwidth: {fmt_bytes(copy['bytes_per_s'])}/s")
+    configs = ctx.pick(
+        [("scenario 2 song: 10 s at 8 kHz mono, chunk 100", 8000, 10.0, 1, 10, 100),
+         ("10 s at 22.05 kHz mono, chunk 100", 22050, 10.0, 1, 10, 100),
+         ("10 s at 44.1 kHz stereo, chunk 50", 44100, 10.0, 2, 10, 50)],
+        [("scenario 2 song: 10 s at 8 kHz mono, chunk 100", 8000, 10.0, 1, 10, 100),
+         ("10 s at 22.05 kHz mono, chunk 100", 22050, 10.0, 1, 10, 100)],
+        [("4 s at 8 kHz mono, chunk 20", 8000, 4.0, 1, 10, 20)],
+        cuda=[("scenario 2 song: 10 s at 8 kHz mono, chunk 500", 8000, 10.0, 1, 10, 500),
+              ("10 s at 22.05 kHz mono, chunk 500", 22050, 10.0, 1, 10, 500),
+              ("10 s at 44.1 kHz stereo, chunk 500", 44100, 10.0, 2, 10, 500)],
+    )
+    comps = []
+    for name, rate, seconds, channels, segments, chunk in configs:
+        c = composition(device, name, rate, seconds, channels, segments, chunk, repeats)
+        c["fraction_of_copy_bandwidth"] = c["bytes_per_s"] / copy["bytes_per_s"]
+        for probe in ("inplace_probe", "bmm_probe"):
+            if c[probe] is not None:
+                c[probe]["fraction_of_copy_bandwidth"] = c[probe]["bytes_per_s"] / copy["bytes_per_s"]
+        comps.append(c)
+        log(f"  composition {name}: {fmt_bytes(c['bytes_per_s'])}/s = {c['fraction_of_copy_bandwidth']:.0%} of copy "
+            f"(sketches: in-place {_pct(c['inplace_probe'])}, one bmm {_pct(c['bmm_probe'])})")
+    share = _explainer_share(ctx)
+    parameters = {
+        "repeats": repeats,
+        "copy": "dst.copy_(src), float32, bytes_moved = 2 x tensor bytes (read + write)",
+        "composition": "StemFactorization.compose(masks) on one chunk (no residual); bytes_moved = written "
+        "(chunk x C x T x 4) + read (stems + masks)",
+        "inplace_probe": "benchmark-local sketch: torch.mm(z_g, stems[:, c, a:b], out=out[:, c, a:b]) into one "
+        "preallocated (chunk, C, T) buffer; same output checked",
+        "bmm_probe": "benchmark-local sketch: one torch.bmm per channel over all (equal) segments, "
+        "(G, n, S) @ (G, S, T/G) written through a (G, n, T/G) view of a preallocated (chunk, C, T) buffer; "
+        "same output checked; null where T is not a multiple of G",
+        "explainer_share": "(explanation wall time - model forward) / explanation wall time",
+    }
+    body = {"copy_bandwidth": copy, "composition": comps, "explainer_share": share}
+    result = envelope(ctx, NAME, parameters, body, started)
+    result["targets"] = targets(result)
+    return result
+
+
+def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 5: composition at >= 50% of the measured copy bandwidth (explainer share: the music scenario)."""
+    comps = result["composition"]
+    if not comps:
+        return []
+    worst = min(comps, key=lambda c: c["fraction_of_copy_bandwidth"])
+    return [target("composition bytes/s vs measured copy bandwidth", worst["fraction_of_copy_bandwidth"], 0.5,
+                   where=f"worst configuration ({worst['name']})",
+                   note="benchmark-local sketches of the same products, in place per segment / one bmm: "
+                   + ", ".join(f"{_pct(c['inplace_probe'])} / {_pct(c['bmm_probe'])}" for c in comps))]
+
+
+def _pct(probe: dict[str, Any] | None) -> str:
+    return "n/a" if probe is None else f"{probe['fraction_of_copy_bandwidth']:.0%}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    copy = result["copy_bandwidth"]
+    lines = [f"Copy bandwidth ({fmt_bytes(copy['tensor_bytes'])} tensor, read + write): "
+             f"{fmt_bytes(copy['bytes_per_s'])}/s (median; best {fmt_bytes(copy['best_bytes_per_s'])}/s).", "",
+             "| composition | bytes moved | StemFactorization.compose | bytes/s | of copy bw "
+             "| sketch: in place per segment | of copy bw | sketch: one bmm | of copy bw |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for c in result["composition"]:
+        p, b = c["inplace_probe"], c["bmm_probe"]
+        lines.append(f"| {c['name']} | {fmt_bytes(c['bytes_moved'])} | {fmt_s(c['time']['median_s'])} "
+                     f"| {fmt_bytes(c['bytes_per_s'])}/s | {c['fraction_of_copy_bandwidth']:.0%} "
+                     f"| {fmt_s(p['time']['median_s'])} | {_pct(p)} "
+                     f"| {fmt_s(b['time']['median_s']) if b else 'n/a'} | {_pct(b)} |")
+    share = result["explainer_share"]
+    lines += ["", f"Explainer share of the end-to-end wall time ({share['source']}):", "",
+              "| song | n | torchlime | torchlime, separation counted as model | reference |", "|---:|---:|---:|---:|---:|"]
+    for r in share["rows"]:
+        def pct(x: float | None) -> str:
+            return "n/a" if x is None else f"{x:.1%}"
+
+        lines.append(f"| {r['seconds']:.0f} s | {r['n_samples']} | {pct(r['explainer_share'])} "
+                     f"| {pct(r['explainer_share_with_separation'])} | {pct(r['reference_explainer_share'])} |")
+    return "\n".join(lines)
