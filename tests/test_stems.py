@@ -90,3 +90,27 @@ def test_errors():
     fac = StemFactorization(torch.randn(4, 1, 100), sample_rate=8000)
     with pytest.raises(ValueError, match=r"expected audio masks of shape \(n, 40\)"):
         fac.compose(torch.ones(3, 39))
+
+
+@pytest.mark.parametrize("layout", ["uneven", "gaps", "residual"])
+@pytest.mark.parametrize("channels", [1, 2])
+def test_composition_layouts_equal_numpy_reference(layout, channels):
+    # compose writes runs of equal-length segments with one bmm each: cover runs of two
+    # lengths (999 = 6 x 143 + 141), segments with gaps between them, and a residual.
+    g = torch.Generator().manual_seed(2)
+    T = 999
+    stems = torch.randn(4, channels, T, generator=g, dtype=torch.float64)
+    mixture = stems.sum(0) + 0.1 * torch.randn(channels, T, generator=g, dtype=torch.float64)
+    if layout == "gaps":
+        bounds = [(0, 100), (150, 250), (250, 350), (400, 499), (600, 999)]
+        fac = StemFactorization(stems, sample_rate=8000, boundaries=bounds)
+    else:
+        fac = StemFactorization(stems, sample_rate=8000, num_segments=7, mixture=mixture,
+                                keep_residual=layout == "residual")
+        bounds = fac.boundaries
+    comps, _ = reference_components(stems.numpy(), bounds)
+    masks = torch.bernoulli(torch.full((9, 4 * len(bounds)), 0.5), generator=g)
+    ours = fac.compose(masks)
+    base = (mixture - stems.sum(0)).numpy() if layout == "residual" else 0
+    for i, row in enumerate(masks.numpy()):
+        np.testing.assert_allclose(ours[i].numpy(), base + compose_reference(comps, row), atol=1e-12)

@@ -188,18 +188,26 @@ class StemFactorization:
             )
         S, C, T = self.stems.shape
         n = masks.shape[0]
-        z = masks.to(device=self.device, dtype=self.stems.dtype)
+        z = masks.to(device=self.device, dtype=self.stems.dtype).reshape(n, -1, S)  # (n, G, S)
+        runs, tiles = _runs(self.boundaries, T)
         if self.residual is not None:
             out = self.residual.expand(n, C, T).clone()
+        elif tiles:  # every sample is written below: no need to zero the buffer first
+            out = self.stems.new_empty(n, C, T)
         else:
             out = self.stems.new_zeros(n, C, T)
-        for g, (a, b) in enumerate(self.boundaries):
-            seg = self.stems[:, :, a:b].reshape(S, -1)
-            part = (z[:, g * S : (g + 1) * S] @ seg).reshape(n, C, b - a)
-            if self.residual is not None:
-                out[:, :, a:b] += part
-            else:
-                out[:, :, a:b] = part
+        # One batched product per run of equal-length segments and channel, written straight
+        # into a strided view of the output: (k, n, S) @ (k, S, L) -> (k, n, L).
+        for g0, g1, a, L in runs:
+            k = g1 - g0
+            zk = z[:, g0:g1].transpose(0, 1)
+            for c in range(C):
+                stems = self.stems[:, c, a : a + k * L].reshape(S, k, L).transpose(0, 1)
+                dst = out[:, c, a : a + k * L].view(n, k, L).transpose(0, 1)
+                if self.residual is not None:
+                    dst.baddbmm_(zk, stems)
+                else:
+                    torch.bmm(zk, stems, out=dst)
         return out
 
     def component_audio(self, features: Sequence[int | str]) -> Tensor:
@@ -219,3 +227,18 @@ class StemFactorization:
         clone.__dict__.update(self.__dict__)
         clone.residual = None
         return clone
+
+
+def _runs(boundaries: Sequence[tuple[int, int]], T: int) -> tuple[list[tuple[int, int, int, int]], bool]:
+    """Runs ``(g0, g1, start, length)`` of adjacent segments of one length, and whether the
+    segments tile ``[0, T)`` (cover every sample)."""
+    runs: list[tuple[int, int, int, int]] = []
+    for g, (a, b) in enumerate(boundaries):
+        if runs and runs[-1][3] == b - a and runs[-1][2] + (g - runs[-1][0]) * (b - a) == a:
+            runs[-1] = (runs[-1][0], g + 1, runs[-1][2], b - a)
+        else:
+            runs.append((g, g + 1, a, b - a))
+    tiles = boundaries[0][0] == 0 and boundaries[-1][1] == T and all(
+        boundaries[g][0] == boundaries[g - 1][1] for g in range(1, len(boundaries))
+    )
+    return runs, tiles
