@@ -31,6 +31,7 @@ from .kernels import (
 )
 from .sampling import bernoulli_masks, check_generator, check_masks, kernel_shap_masks
 from .selection import FEATURE_SELECTION_MODES, FeatureSelection, lime_fit, select_features
+from .step import compose_segments, even_boundaries, mask_kernel_weights
 from .surrogate import Moments, SurrogateFit, lasso, linear_regression, ridge, weighted_moments, weighted_r2
 
 __all__ = [
@@ -71,4 +72,7 @@ __all__ = [
     "rankdata",
     "spearman",
     "topk_jaccard",
+    "compose_segments",
+    "even_boundaries",
+    "mask_kernel_weights",
 ]

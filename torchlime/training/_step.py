@@ -1,0 +1,416 @@
+"""``ExplainStep``: a LIME explanation of fixed size, built once and called every training step.
+
+Shape glossary: B instances, n perturbation samples, c samples per forward chunk,
+F interpretable features, K targets, S stems, G segments, C channels, T audio samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..functional import surrogate as S
+from ..functional.sampling import bernoulli_masks
+from ..functional.step import compose_segments, even_boundaries, mask_kernel_weights
+from ..models import Lasso, LinearRegression, Ridge
+
+__all__ = ["ExplainStep", "StemsTransform", "check_differentiable"]
+
+# Why an interpretable model cannot give coefficients that carry gradients.
+_NOT_DIFFERENTIABLE = {
+    "Lasso": "its coefficients come from an iterative soft-thresholding solve whose active set "
+    "is a discrete choice",
+    "LimeSurrogate": "its feature selection (lime's forward selection, highest weights or lasso "
+    "path) is a discrete choice made on the host",
+    "SkLearnLasso": "it fits in scikit-learn, outside autograd",
+    "SkLearnRidge": "it fits in scikit-learn, outside autograd",
+    "SkLearnLinearRegression": "it fits in scikit-learn, outside autograd",
+}
+
+
+def check_differentiable(model: Any) -> None:
+    """Raise unless ``model`` can give coefficients that carry gradients (Ridge, LinearRegression).
+
+    The weighted ridge (and least-squares) solution is linear in the model's outputs, so
+    autograd goes through it; a lasso or lime's feature selection picks features by a
+    discrete, data-dependent choice, and a scikit-learn model fits outside autograd.
+
+    Args:
+        model: an interpretable model.
+
+    Raises:
+        ValueError: naming the model and why it cannot.
+
+    Example:
+        >>> from torchlime.models import Ridge
+        >>> check_differentiable(Ridge(alpha=1.0))
+    """
+    if isinstance(model, (Ridge, LinearRegression)):
+        return
+    name = type(model).__name__
+    reason = _NOT_DIFFERENTIABLE.get(name, "it is not one of torchlime's closed-form models")
+    raise ValueError(
+        f"differentiable=True needs an interpretable model whose solution is differentiable "
+        f"(torchlime.models.Ridge or LinearRegression), got {name}: {reason}"
+    )
+
+
+def _solver(model: Any, differentiable: bool) -> Callable[[Tensor, Tensor, Tensor], S.SurrogateFit]:
+    """The batched, sync-free fit of ``model``: ``(X (B, n, F), y (B, n, K), w (B, n))``."""
+    if differentiable:
+        check_differentiable(model)
+    if isinstance(model, Ridge):
+        alpha, intercept = float(model.alpha), bool(model.fit_intercept)
+        if alpha > 0:
+            return lambda X, y, w: _ridge(X, y, w, alpha, intercept)
+        return lambda X, y, w: S.ridge(X, y, w, alpha=alpha, fit_intercept=intercept)
+    if isinstance(model, LinearRegression):
+        intercept = bool(model.fit_intercept)
+        return lambda X, y, w: S.linear_regression(X, y, w, fit_intercept=intercept, warn_singular=False)
+    if isinstance(model, Lasso):
+        alpha, intercept, iters = float(model.alpha), bool(model.fit_intercept), int(model.max_iter)
+        return lambda X, y, w: S.lasso(X, y, w, alpha=alpha, fit_intercept=intercept, max_iter=iters, sync_free=True)
+    raise ValueError(
+        f"expected an interpretable model with a sync-free batched fit (torchlime.models.Ridge, "
+        f"LinearRegression or Lasso), got {type(model).__name__}"
+    )
+
+
+def _ridge(X: Tensor, y: Tensor, w: Tensor, alpha: float, fit_intercept: bool) -> S.SurrogateFit:
+    """:func:`torchlime.functional.ridge` (alpha > 0) by a Cholesky factor and two triangular solves.
+
+    The same solution; ``torch.cholesky_solve`` is avoided because its batched CUDA path
+    (MAGMA's ``dpotrs_batched``) allocates device memory itself, which a CUDA graph capture
+    forbids. ``X (B, n, F)``, ``y (B, n, K)`` or ``(B, n)``, ``w (B, n)``.
+    """
+    dtype = y.dtype if y.dtype.is_floating_point else torch.float32
+    single = y.dim() == X.dim() - 1
+    X64 = X.to(torch.float64)
+    y64 = (y.unsqueeze(-1) if single else y).to(torch.float64)
+    w64 = w.to(torch.float64)
+    m = S.weighted_moments(X64, y64, w64, fit_intercept)
+    eye = torch.eye(X.shape[-1], device=X.device, dtype=torch.float64)
+    chol, _ = torch.linalg.cholesky_ex(m.gram + alpha * eye)  # (B, F, F); positive definite for alpha > 0
+    half = torch.linalg.solve_triangular(chol, m.cross.mT, upper=False)  # (B, F, K)
+    coef = torch.linalg.solve_triangular(chol.mT, half, upper=True).mT  # (B, K, F)
+    return S.finish_fit(X64, y64, w64, m, coef, single, dtype)
+
+
+def _positive_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"expected {name} >= {minimum}, got {value!r}")
+    return value
+
+
+class ExplainStep:
+    """One LIME explanation of a fixed size: masks, model inputs, forward, kernel, surrogate fit.
+
+    Built once for ``n_samples`` masks over ``num_features`` features and called on a batch
+    of B instances every training step. For a fixed B the call has static shapes and no
+    host-device synchronisation (no ``.item()``, no branch on tensor values), so it runs
+    under ``torch.compile(step, fullgraph=True)`` and inside a CUDA graph. With
+    ``differentiable=True`` the coefficients keep the autograd graph to the model's
+    parameters: the weighted ridge solution is linear in the model's outputs.
+
+    Random masks come from a ``torch.Generator`` on the instances' device through
+    :meth:`draw`. Dynamo cannot trace a ``torch.Generator`` argument (it breaks the graph),
+    so under ``torch.compile`` draw the masks outside the compiled call and pass them in:
+    ``fit = compiled(original, step.draw(B, generator=g))``. Eagerly,
+    ``step(original, generator=g)`` draws them itself.
+
+    Weights are lime's kernel on the cosine distance between each mask and the all-ones
+    mask (:func:`torchlime.functional.mask_kernel_weights`), or a kernel of your own.
+
+    Args:
+        forward: the model: ``forward(*inputs)`` returns ``(rows, K_out)`` or ``(rows,)`` for
+            the ``rows = B * c`` model inputs of a chunk.
+        transform: batched, as for :class:`torchlime.LimeBase`: ``transform(masks (B, c, F),
+            original)`` returns the model inputs (a tensor or a tuple of them) of the B * c
+            perturbed samples, rows instance-major (row ``b * c + s``).
+        num_features: F.
+        n_samples: n masks per instance (>= 2).
+        interpretable_model: ``torchlime.models.Ridge`` (default ``Ridge(alpha=1.0)``;
+            with alpha > 0 solved by a Cholesky factor and two triangular solves, which CUDA
+            graphs capture), ``LinearRegression`` (a pseudo-inverse), or ``Lasso`` (fitted with
+            ``sync_free=True``; not differentiable, and too long a loop to compile well).
+        kernel_width: w of the default kernel (lime's image explainer: 0.25).
+        kernel: ``kernel(masks (B, n, F)) -> (B, n)`` weights, instead of the default.
+        first_row_ones: :meth:`draw` sets row 0 of every instance to all ones (the
+            unperturbed instance, so ``outputs[:, 0]`` is the model's prediction).
+        chunk_size: at most this many samples per instance per forward call (None: all n).
+        differentiable: keep the autograd graph from the model's outputs to the coefficients.
+
+    Raises:
+        ValueError: bad sizes, or an interpretable model that cannot do what is asked
+            (see :func:`check_differentiable`).
+
+    Example:
+        >>> import torch
+        >>> from torchlime.training import ExplainStep
+        >>> net = torch.nn.Linear(4, 2)
+        >>> step = ExplainStep(net, lambda z, x: (z * x.unsqueeze(1)).flatten(0, 1),
+        ...                    num_features=4, n_samples=64)
+        >>> x = torch.randn(3, 4)
+        >>> masks = step.draw(3, generator=torch.Generator().manual_seed(0))
+        >>> fit = step(x, masks)
+        >>> fit.coef.shape  # (B, K, F)
+        torch.Size([3, 2, 4])
+        >>> compiled = torch.compile(step, fullgraph=True)  # same result, one graph
+    """
+
+    def __init__(
+        self,
+        forward: Callable[..., Tensor],
+        transform: Callable[[Tensor, Any], Any],
+        *,
+        num_features: int,
+        n_samples: int,
+        interpretable_model: Ridge | LinearRegression | Lasso | None = None,
+        kernel_width: float = 0.25,
+        kernel: Callable[[Tensor], Tensor] | None = None,
+        first_row_ones: bool = True,
+        chunk_size: int | None = None,
+        differentiable: bool = False,
+    ) -> None:
+        if not callable(forward):
+            raise TypeError(f"expected forward to be callable, got {type(forward).__name__}")
+        if not callable(transform):
+            raise TypeError(f"expected transform to be callable, got {type(transform).__name__}")
+        self.num_features = _positive_int("num_features", num_features, 1)
+        self.n_samples = _positive_int("n_samples", n_samples, 2)
+        if chunk_size is not None:
+            _positive_int("chunk_size", chunk_size, 1)
+        if not kernel_width > 0:
+            raise ValueError(f"expected kernel_width > 0, got {kernel_width}")
+        if kernel is not None and not callable(kernel):
+            raise TypeError(f"expected kernel to be callable or None, got {type(kernel).__name__}")
+        model = Ridge(alpha=1.0) if interpretable_model is None else interpretable_model
+        self._solve = _solver(model, differentiable)
+        self.forward = forward
+        self.transform = transform
+        self.interpretable_model = model
+        self.kernel_width = float(kernel_width)
+        self.kernel = kernel
+        self.first_row_ones = bool(first_row_ones)
+        self.chunk_size = chunk_size
+        self.differentiable = bool(differentiable)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(num_features={self.num_features}, n_samples={self.n_samples}, "
+            f"interpretable_model={type(self.interpretable_model).__name__}, "
+            f"differentiable={self.differentiable})"
+        )
+
+    # -- the parts -----------------------------------------------------------------------
+
+    def draw(
+        self,
+        batch_size: int,
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor:
+        """Bernoulli(0.5) masks ``(B, n, F)`` (row 0 all ones with ``first_row_ones``).
+
+        One random op on the generator's device, no host sync. Call it outside a compiled
+        region (dynamo cannot trace a generator).
+
+        Args:
+            batch_size: B.
+            generator: source of randomness (None: torch's global RNG).
+            device: where the masks live (default: the generator's device, else CPU).
+            dtype: dtype of the masks.
+        """
+        _positive_int("batch_size", batch_size, 1)
+        return bernoulli_masks(
+            self.n_samples, self.num_features, batch_shape=(batch_size,), first_row_ones=self.first_row_ones,
+            device=device, dtype=dtype, generator=generator,
+        )
+
+    def outputs(self, original: Any, masks: Tensor) -> Tensor:
+        """The model's outputs on every perturbed sample: ``(B, n, K_out)``.
+
+        Runs in the caller's grad mode (``__call__`` sets it from ``differentiable``).
+
+        Args:
+            original: what ``transform`` receives (the B instances).
+            masks: ``(B, n, F)``.
+
+        Raises:
+            ValueError: masks of the wrong shape, or a forward with the wrong number of rows.
+        """
+        self._check_masks(masks)
+        B, n, _ = masks.shape
+        chunk = n if self.chunk_size is None else self.chunk_size
+        outs = []
+        for start in range(0, n, chunk):
+            zc = masks[:, start : start + chunk]
+            c = zc.shape[1]
+            inputs = self.transform(zc, original)
+            out = self.forward(*inputs) if isinstance(inputs, tuple) else self.forward(inputs)
+            if not isinstance(out, Tensor) or out.dim() not in (1, 2) or out.shape[0] != B * c:
+                shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+                raise ValueError(
+                    f"expected forward to return ({B * c}, K) or ({B * c},) for {B} instances x {c} "
+                    f"samples, got {shape}"
+                )
+            outs.append(out.reshape(B, c, -1))
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+
+    def weights(self, masks: Tensor) -> Tensor:
+        """Kernel weights ``(B, n)`` of the masks."""
+        if self.kernel is not None:
+            return self.kernel(masks)
+        return mask_kernel_weights(masks, self.kernel_width)
+
+    def fit(self, masks: Tensor, outputs: Tensor, target: int | Tensor | None = None) -> S.SurrogateFit:
+        """Kernel weights and the surrogate fit for given outputs.
+
+        Args:
+            masks: ``(B, n, F)``.
+            outputs: ``(B, n, K_out)`` from :meth:`outputs`.
+            target: None (explain every output: coefficients ``(B, K_out, F)``), an int
+                (one output for all: ``(B, F)``), a ``(B,)`` long tensor (one output per
+                instance, e.g. its label: ``(B, F)``) or a ``(B, K)`` long tensor
+                (``(B, K, F)``). Tensor targets are gathered on the device, unchecked
+                (checking their values would sync).
+
+        Returns:
+            :class:`torchlime.functional.SurrogateFit` in the outputs' float dtype.
+        """
+        self._check_masks(masks)
+        y = _select(outputs, target)
+        return self._solve(masks, y, self.weights(masks))
+
+    def __call__(
+        self,
+        original: Any,
+        masks: Tensor | None = None,
+        *,
+        target: int | Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> S.SurrogateFit:
+        """Explain B instances: :meth:`outputs` then :meth:`fit`.
+
+        Args:
+            original: what ``transform`` receives (the B instances).
+            masks: ``(B, n, F)`` from :meth:`draw` (required under ``torch.compile``).
+            target: see :meth:`fit`.
+            generator: draws the masks when ``masks`` is None (eager only); B is read from
+                the first tensor in ``original``.
+
+        Returns:
+            :class:`torchlime.functional.SurrogateFit`: ``coef`` ``(B, K, F)`` or ``(B, F)``,
+            ``intercept``, ``score`` (weighted R^2), ``local_pred``.
+        """
+        if masks is None:
+            first = _first_tensor(original)
+            masks = self.draw(first.shape[0], generator=generator, device=first.device)
+        grad = torch.enable_grad() if self.differentiable else torch.no_grad()
+        with grad:
+            return self.fit(masks, self.outputs(original, masks), target)
+
+    def _check_masks(self, masks: Tensor) -> None:
+        if not isinstance(masks, Tensor):
+            raise TypeError(f"expected masks to be a torch.Tensor, got {type(masks).__name__}")
+        if masks.dim() != 3 or masks.shape[1:] != (self.n_samples, self.num_features):
+            raise ValueError(
+                f"expected masks of shape (B, {self.n_samples}, {self.num_features}), got shape "
+                f"{tuple(masks.shape)}"
+            )
+
+
+def _select(outputs: Tensor, target: int | Tensor | None) -> Tensor:
+    """Outputs ``(B, n, K_out)`` -> the explained targets: ``(B, n, K)`` or ``(B, n)``."""
+    if outputs.dim() != 3:
+        raise ValueError(f"expected outputs of shape (B, n, K), got shape {tuple(outputs.shape)}")
+    if not outputs.dtype.is_floating_point:
+        outputs = outputs.float()
+    B, n, K = outputs.shape
+    if target is None:
+        return outputs[..., 0] if K == 1 else outputs
+    if isinstance(target, int) and not isinstance(target, bool):
+        if not -K <= target < K:
+            raise ValueError(f"expected target in [{-K}, {K}) for outputs with {K} columns, got {target}")
+        return outputs[..., target]
+    if not isinstance(target, Tensor):
+        raise TypeError(f"expected target as None, an int or a long tensor, got {type(target).__name__}")
+    if target.dtype != torch.long:
+        raise TypeError(f"expected a long (int64) target tensor, got {target.dtype}")
+    if target.dim() not in (1, 2) or target.shape[0] != B:
+        raise ValueError(f"expected target of shape ({B},) or ({B}, K), got shape {tuple(target.shape)}")
+    index = target.to(outputs.device).reshape(B, 1, -1).expand(B, n, -1)
+    picked = outputs.gather(2, index)
+    return picked[..., 0] if target.dim() == 1 else picked
+
+
+def _first_tensor(obj: Any) -> Tensor:
+    if isinstance(obj, Tensor):
+        return obj
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, (tuple, list)):
+        for item in obj:
+            try:
+                return _first_tensor(item)
+            except TypeError:
+                continue
+    raise TypeError(f"expected a tensor (or a tuple, list or dict holding one), got {type(obj).__name__}")
+
+
+class StemsTransform:
+    """Batched transform for songs given as stems: features are stems x segments.
+
+    ``original`` is ``(stems, *extra)``: stems ``(B, S, C, T)`` of B songs of the same
+    length, and further model inputs (lyric ``input_ids`` and ``attention_mask``, say) that
+    are held fixed and repeated for every sample. Features are ordered segment-major and
+    named like :class:`torchlime.music.StemFactorization` names them (``vocals_T3`` is
+    feature ``3 * S + 0``); segments are even.
+
+    Args:
+        stem_names: the S stem names.
+        num_segments: G.
+
+    Example:
+        >>> t = StemsTransform(["vocals", "drums"], num_segments=2)
+        >>> t.feature_names
+        ['vocals_T0', 'drums_T0', 'vocals_T1', 'drums_T1']
+        >>> audio, ids = t(torch.ones(3, 5, 4), (torch.randn(3, 2, 1, 100), torch.zeros(3, 7)))
+        >>> audio.shape, ids.shape
+        (torch.Size([15, 1, 100]), torch.Size([15, 7]))
+    """
+
+    def __init__(
+        self, stem_names: Sequence[str] = ("vocals", "drums", "bass", "other"), num_segments: int = 10
+    ) -> None:
+        self.stem_names = [str(s) for s in stem_names]
+        if not self.stem_names:
+            raise ValueError("expected at least one stem name, got none")
+        self.num_segments = _positive_int("num_segments", num_segments, 1)
+
+    @property
+    def num_features(self) -> int:
+        """S * G."""
+        return len(self.stem_names) * self.num_segments
+
+    @property
+    def feature_names(self) -> list[str]:
+        """``<stem>_T<g>``, segment-major."""
+        return [f"{s}_T{g}" for g in range(self.num_segments) for s in self.stem_names]
+
+    def __call__(self, masks: Tensor, original: Any) -> tuple[Tensor, ...]:
+        """Model inputs ``(audio (B * c, C, T), *extra repeated)`` for masks ``(B, c, S * G)``."""
+        stems, *extra = original if isinstance(original, (tuple, list)) else (original,)
+        if stems.dim() != 4 or stems.shape[1] != len(self.stem_names):
+            raise ValueError(
+                f"expected stems of shape (B, {len(self.stem_names)}, C, T), got shape {tuple(stems.shape)}"
+            )
+        B, c = masks.shape[0], masks.shape[1]
+        boundaries = even_boundaries(stems.shape[-1], self.num_segments)
+        audio = compose_segments(stems, masks, boundaries).flatten(0, 1)
+        return (audio, *(e.repeat_interleave(c, dim=0) for e in extra))
