@@ -152,3 +152,19 @@ def test_errors():
         models.Ridge().representation()
     with pytest.raises(ValueError, match="differentiable=True needs .* got Lasso"):
         models.Lasso().fit_tensors(X, X.sum(-1), differentiable=True)
+
+
+@pytest.mark.parametrize("design", ["full_rank", "constant_column", "duplicate_columns"])
+def test_sync_free_linear_regression_equals_the_pseudo_inverse(design):
+    g = torch.Generator().manual_seed(5)
+    X = torch.bernoulli(torch.full((3, 200, 8), 0.5), generator=g).double()
+    if design == "constant_column":
+        X[..., 2] = 1.0
+    elif design == "duplicate_columns":
+        X[..., 5] = X[..., 1]
+    y = torch.randn(3, 200, 2, generator=g, dtype=torch.float64)
+    w = torch.rand(3, 200, generator=g, dtype=torch.float64)
+    want = TF.linear_regression(X, y, w)
+    got = TF.linear_regression(X, y, w, sync_free=True)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=1e-8, rtol=1e-8)
