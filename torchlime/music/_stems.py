@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..functional.step import even_boundaries
+
 __all__ = ["StemFactorization", "DEFAULT_STEMS"]
 
 DEFAULT_STEMS = ("vocals", "drums", "bass", "other")
@@ -78,14 +80,7 @@ class StemFactorization:
         if len(names) != S:
             raise ValueError(f"expected {S} stem names, got {len(names)}: {names}")
         if boundaries is None:
-            if isinstance(num_segments, bool) or not isinstance(num_segments, int) or num_segments < 1:
-                raise ValueError(f"expected num_segments >= 1, got {num_segments!r}")
-            if T < num_segments:
-                raise ValueError(
-                    f"expected audio of at least {num_segments} samples (one per segment), got {T}"
-                )
-            edges = [round(g * T / num_segments) for g in range(num_segments + 1)]
-            boundaries = list(zip(edges[:-1], edges[1:]))
+            boundaries = even_boundaries(T, num_segments)
         boundaries = [(int(a), int(b)) for a, b in boundaries]
         if not boundaries:
             raise ValueError("expected at least one segment, got no boundaries")
