@@ -89,3 +89,25 @@ def test_masks_for_a_batch_must_have_one_row_per_song(spec):
     explainer = MusicLime(spec["forward"], apply_softmax=True)
     with pytest.raises(ValueError, match=r"expected \(B, n, F\) masks with B = 2 songs, got shape \(3, 8, 22\)"):
         explainer.explain(audios, lyricses, masks=torch.ones(3, 8, 22), songs_per_batch=2)
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_cpu_buffer_reuse_gives_the_same_explanation(spec, reuse, monkeypatch):
+    audios, lyricses = _songs(spec, [(1, 2.0, 4, 6), (2, 2.0, 4, 6)])
+    pointers = []
+
+    def forward(audio, ids, attention):
+        pointers.append(audio.data_ptr())
+        return spec["forward"](audio, ids, attention)
+
+    monkeypatch.setattr(MusicLime, "reuse_buffers", reuse)
+    exps = MusicLime(forward, apply_softmax=True).explain(
+        audios, lyricses, targets=[0, 1], n_samples=48, batch_size=16, num_features=5,
+        generator=torch.Generator().manual_seed(3), songs_per_batch=2,
+    )
+    reference, _ = _explain(spec, audios, lyricses, 1)
+    for a, b in zip(exps, reference):
+        torch.testing.assert_close(a.weights, b.weights, atol=2e-5, rtol=1e-4)
+    assert len(pointers) == 4  # the original songs, then 3 chunks of 16 x 2 songs
+    if reuse:  # the chunks share one buffer (fresh ones may land anywhere, so no check then)
+        assert len(set(pointers[1:])) == 1

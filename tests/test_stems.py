@@ -114,3 +114,17 @@ def test_composition_layouts_equal_numpy_reference(layout, channels):
     base = (mixture - stems.sum(0)).numpy() if layout == "residual" else 0
     for i, row in enumerate(masks.numpy()):
         np.testing.assert_allclose(ours[i].numpy(), base + compose_reference(comps, row), atol=1e-12)
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_compose_into_a_given_buffer(residual):
+    g = torch.Generator().manual_seed(3)
+    stems = torch.randn(4, 2, 640, generator=g)
+    fac = StemFactorization(stems, sample_rate=8000, boundaries=[(0, 100), (200, 640)],
+                            mixture=stems.sum(0) + 0.5, keep_residual=residual)
+    masks = torch.bernoulli(torch.full((5, 8), 0.5), generator=g)
+    out = torch.full((5, 2, 640), 7.0)  # stale data must not survive
+    assert fac.compose(masks, out=out) is out
+    torch.testing.assert_close(out, fac.compose(masks))
+    with pytest.raises(ValueError, match=r"expected out as a contiguous \(5, 2, 640\) torch.float32 tensor on cpu, got \(5, 2, 64\)"):
+        fac.compose(masks, out=torch.empty(5, 2, 64))

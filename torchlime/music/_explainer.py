@@ -6,6 +6,7 @@ F_lyrics interpretable features, K targets, C channels, T audio samples, Q token
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -41,11 +42,14 @@ class _Song(NamedTuple):
     def F(self) -> int:
         return self.Fa + self.Fl
 
-    def compose(self, z: Tensor, legacy: bool) -> tuple:
-        """Model inputs of masks ``(c, F)``: (waves, ids, attention), (waves,) or (waves, texts)."""
+    def compose(self, z: Tensor, legacy: bool, out: Tensor | None = None) -> tuple:
+        """Model inputs of masks ``(c, F)``: (waves, ids, attention), (waves,) or (waves, texts).
+
+        ``out``: an optional ``(c, C, T)`` buffer for the waves.
+        """
         c = z.shape[0]
         za = z[:, : self.Fa] if self.Fa else torch.ones(c, self.audio.num_features, device=z.device)
-        waves = self.audio.compose(za)
+        waves = self.audio.compose(za, out=out)
         if self.lyrics is None:
             return (waves, [""] * c) if legacy else (waves,)
         zl = z[:, self.Fa :] if self.Fl else torch.ones(c, self.lyrics.num_features, device=z.device)
@@ -74,11 +78,11 @@ def _groups(songs: list[_Song], size: int) -> list[list[int]]:
     return groups
 
 
-def _stack(parts: list[tuple], songs: list[_Song]) -> tuple:
-    """Concatenate the model inputs of several songs (instance-major rows)."""
+def _stack(parts: list[tuple], songs: list[_Song], waves: Tensor) -> tuple:
+    """Concatenate the model inputs of several songs (instance-major rows); their waves are
+    already in place, in consecutive rows of ``waves``."""
     if len(parts) == 1:
         return parts[0]
-    waves = torch.cat([p[0] for p in parts])
     if len(parts[0]) == 2:  # legacy: texts
         return (waves, [t for p in parts for t in p[1]])
     if len(parts[0]) == 1:
@@ -164,6 +168,12 @@ class MusicLime:
         >>> sorted(f["feature"] for f in exp.get_explanation(0, 4))
         ['bass_T0', 'drums_T0', 'other_T0', 'vocals_T0']
     """
+
+    #: Reuse one buffer for the composed audio across the chunks of an ``explain`` call on
+    #: CPU (fresh large allocations cost page faults). The audio handed to ``forward_func``
+    #: is then valid only during that call; set to False if your model keeps references to
+    #: its inputs. (A legacy ``predict_fn`` always gets fresh arrays.)
+    reuse_buffers = True
 
     def __init__(
         self,
@@ -311,11 +321,18 @@ class MusicLime:
             Z[b, :, : song.F] = song.Z
         legacy = self.forward_func is None
 
+        stems = songs[0].audio.stems
+        buffers: dict[str, Tensor] = {}
+
         @batched
         def transform(z: Tensor, original: Any, **kw: Any) -> tuple:
             z = z.reshape(-1, z.shape[-2], z.shape[-1])
-            parts = [song.compose(z[b, :, : song.F], legacy) for b, song in enumerate(songs)]
-            return _stack(parts, songs)
+            c = z.shape[1]
+            # A legacy predict_fn gets numpy views of the waves, which users may keep: no reuse.
+            waves = self._waves_buffer(None if legacy else buffers, (B * c, *stems.shape[1:]), stems)
+            parts = [song.compose(z[b, :, : song.F], legacy, out=waves[b * c : (b + 1) * c])
+                     for b, song in enumerate(songs)]
+            return _stack(parts, songs, waves)
 
         @batched
         def unused_similarity(*args: Any, **kw: Any) -> Tensor:  # weights come from the masks
@@ -375,6 +392,17 @@ class MusicLime:
         if not out.dtype.is_floating_point:
             out = out.float()
         return out.softmax(-1) if self.apply_softmax else out
+
+    @classmethod
+    def _waves_buffer(cls, buffers: dict[str, Tensor] | None, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        """The composed waves of a chunk: one buffer reused across the chunks of a call on CPU."""
+        if buffers is None or not (cls.reuse_buffers and like.device.type == "cpu" and not torch.is_grad_enabled()):
+            return like.new_empty(shape)
+        numel = math.prod(shape)
+        buf = buffers.get("waves")
+        if buf is None or buf.numel() < numel:
+            buf = buffers["waves"] = like.new_empty(numel)
+        return buf[:numel].view(shape)
 
     def _forward_song(self, song: _Song, z: Tensor) -> Tensor:
         """The model's ``(c, classes)`` output on one song's masks ``(c, F)``, composed as in explain."""

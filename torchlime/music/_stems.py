@@ -171,11 +171,16 @@ class StemFactorization:
             self.mixture = self.mixture.to(device)
         return self
 
-    def compose(self, masks: Tensor) -> Tensor:
-        """Waveforms ``(n, C, T)`` for masks ``(n, S*G)`` (one product per segment).
+    def compose(self, masks: Tensor, out: Tensor | None = None) -> Tensor:
+        """Waveforms ``(n, C, T)`` for masks ``(n, S*G)`` (one product per run of segments).
+
+        Args:
+            masks: ``(n, S*G)`` 0/1 masks, segment-major (feature ``g*S + s``).
+            out: an optional contiguous ``(n, C, T)`` tensor of the stems' dtype and device
+                to write into (a reused buffer saves the page faults of a fresh one on CPU).
 
         Raises:
-            ValueError: masks of the wrong shape.
+            ValueError: masks of the wrong shape, an ``out`` that does not fit.
         """
         if masks.dim() != 2 or masks.shape[1] != self.num_features:
             raise ValueError(
@@ -185,7 +190,18 @@ class StemFactorization:
         n = masks.shape[0]
         z = masks.to(device=self.device, dtype=self.stems.dtype).reshape(n, -1, S)  # (n, G, S)
         runs, tiles = _runs(self.boundaries, T)
-        if self.residual is not None:
+        if out is not None:
+            if (tuple(out.shape) != (n, C, T) or out.dtype != self.stems.dtype or out.device != self.stems.device
+                    or not out.is_contiguous()):
+                raise ValueError(
+                    f"expected out as a contiguous {(n, C, T)} {self.stems.dtype} tensor on {self.stems.device}, "
+                    f"got {tuple(out.shape)} {out.dtype} on {out.device}"
+                )
+            if self.residual is not None:
+                out.copy_(self.residual.expand(n, C, T))
+            elif not tiles:
+                out.zero_()
+        elif self.residual is not None:
             out = self.residual.expand(n, C, T).clone()
         elif tiles:  # every sample is written below: no need to zero the buffer first
             out = self.stems.new_empty(n, C, T)
