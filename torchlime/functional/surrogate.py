@@ -168,6 +168,16 @@ def _masked_system(gram: Tensor, active: Tensor | None, fill: float) -> Tensor:
     return gram.unsqueeze(-3) * outer + eye * (1 - a).unsqueeze(-1) * fill
 
 
+def _cholesky_solve(chol: Tensor, rhs: Tensor) -> Tensor:
+    """Solve ``L L^T x = rhs`` for ``rhs (..., F)`` by two triangular solves.
+
+    Not ``torch.cholesky_solve``: its batched CUDA path (MAGMA's ``dpotrs_batched``)
+    allocates device memory itself, which a CUDA graph capture forbids.
+    """
+    half = torch.linalg.solve_triangular(chol, rhs.unsqueeze(-1), upper=False)
+    return torch.linalg.solve_triangular(chol.mT, half, upper=True).squeeze(-1)
+
+
 def _min_norm_sync_free(system: Tensor, rhs: Tensor, iterations: int = 6) -> Tensor:
     """Minimum-norm solution of a PSD ``system beta = rhs`` by iterated Tikhonov, sync-free.
 
@@ -184,7 +194,7 @@ def _min_norm_sync_free(system: Tensor, rhs: Tensor, iterations: int = 6) -> Ten
     beta = torch.zeros_like(rhs)
     for _ in range(iterations):
         residual = rhs - (system @ beta.unsqueeze(-1)).squeeze(-1)
-        beta = beta + torch.cholesky_solve(residual.unsqueeze(-1), chol).squeeze(-1)
+        beta = beta + _cholesky_solve(chol, residual)
     return beta
 
 
@@ -195,7 +205,7 @@ def _solve(gram: Tensor, cross: Tensor, alpha: float, active: Tensor | None, syn
         system = _masked_system(gram + alpha * eye, active, fill=1.0)
         rhs = cross if active is None else cross * active.to(cross.dtype)
         chol, _ = torch.linalg.cholesky_ex(system)
-        return torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)
+        return _cholesky_solve(chol, rhs)
     # alpha == 0: the minimum-norm least-squares solution (scikit-learn's lstsq fallback).
     system = _masked_system(gram, active, fill=0.0)
     rhs = cross if active is None else cross * active.to(cross.dtype)
@@ -402,7 +412,7 @@ def _lasso_polish(gram: Tensor, cross: Tensor, beta: Tensor, alpha: float) -> Te
     system = _masked_system(gram, active, fill=1.0)
     rhs = (cross - alpha * signs) * active.to(cross.dtype)
     chol, info = torch.linalg.cholesky_ex(system)
-    exact = torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)
+    exact = _cholesky_solve(chol, rhs)
     exact = torch.where(active, exact, torch.zeros_like(exact))
     consistent = (torch.sign(exact) == signs).all(-1) & (info == 0)
     slack = (cross - exact @ gram.transpose(-1, -2)).abs()

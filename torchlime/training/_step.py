@@ -80,23 +80,9 @@ def _solver(model: Any, differentiable: bool) -> Callable[[Tensor, Tensor, Tenso
 
 
 def _ridge(X: Tensor, y: Tensor, w: Tensor, alpha: float, fit_intercept: bool) -> S.SurrogateFit:
-    """:func:`torchlime.functional.ridge` (alpha > 0) by a Cholesky factor and two triangular solves.
-
-    The same solution; ``torch.cholesky_solve`` is avoided because its batched CUDA path
-    (MAGMA's ``dpotrs_batched``) allocates device memory itself, which a CUDA graph capture
-    forbids. ``X (B, n, F)``, ``y (B, n, K)`` or ``(B, n)``, ``w (B, n)``.
-    """
-    dtype = y.dtype if y.dtype.is_floating_point else torch.float32
-    single = y.dim() == X.dim() - 1
-    X64 = X.to(torch.float64)
-    y64 = (y.unsqueeze(-1) if single else y).to(torch.float64)
-    w64 = w.to(torch.float64)
-    m = S.weighted_moments(X64, y64, w64, fit_intercept)
-    eye = torch.eye(X.shape[-1], device=X.device, dtype=torch.float64)
-    chol, _ = torch.linalg.cholesky_ex(m.gram + alpha * eye)  # (B, F, F); positive definite for alpha > 0
-    half = torch.linalg.solve_triangular(chol, m.cross.mT, upper=False)  # (B, F, K)
-    coef = torch.linalg.solve_triangular(chol.mT, half, upper=True).mT  # (B, K, F)
-    return S.finish_fit(X64, y64, w64, m, coef, single, dtype)
+    """:func:`torchlime.functional.ridge`: Cholesky with ``cholesky_ex`` (no error-code sync) and
+    two triangular solves (no allocation inside a CUDA graph capture)."""
+    return S.ridge(X, y, w, alpha=alpha, fit_intercept=fit_intercept)
 
 
 def _positive_int(name: str, value: Any, minimum: int) -> int:
