@@ -316,11 +316,12 @@ def test_segment_composition_equals_gather_composition():
     scattered = segments[..., torch.randperm(D)]  # same features, no long runs
     masks = TF.bernoulli_masks(16, F, batch_shape=(2,), generator=torch.Generator().manual_seed(0))
     for fm in (segments, scattered):
-        kw = dict(feature_mask=fm, baselines=base)
-        fast = _MaskTransform().__torchlime_batched__(masks, x, **kw)
-        keep = masks.bool().gather(2, fm.reshape(1, 1, D).expand(2, 16, D))
-        expected = torch.where(keep, x.reshape(2, 1, D), base.reshape(1, 1, D)).reshape(32, 1, D)
-        assert torch.equal(fast, expected)
+        for b in (base, torch.zeros_like(base)):  # a zero baseline takes the x * mask path
+            kw = dict(feature_mask=fm, baselines=b)
+            fast = _MaskTransform().__torchlime_batched__(masks, x, **kw)
+            keep = masks.bool().gather(2, fm.reshape(1, 1, D).expand(2, 16, D))
+            expected = torch.where(keep, x.reshape(2, 1, D), b.reshape(1, 1, D)).reshape(32, 1, D)
+            assert torch.equal(fast, expected)  # -0.0 == 0.0
     assert _MaskTransform()._contiguous_runs(segments, x, 2) is not None
     assert _MaskTransform()._contiguous_runs(scattered, x, 2) is None
 
