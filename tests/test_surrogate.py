@@ -168,3 +168,16 @@ def test_sync_free_linear_regression_equals_the_pseudo_inverse(design):
     got = TF.linear_regression(X, y, w, sync_free=True)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, atol=1e-8, rtol=1e-8)
+
+
+def test_sync_free_lasso_equals_the_checked_lasso():
+    # sync_free=True: a Gershgorin step (no eigvalsh) and no convergence checks; with enough
+    # iterations the exact polish lands on the same solution.
+    g = torch.Generator().manual_seed(9)
+    X = torch.bernoulli(torch.full((3, 400, 12), 0.5), generator=g).double()
+    y = X @ torch.randn(3, 12, 2, generator=g, dtype=torch.float64) + 0.1 * torch.randn(3, 400, 2, generator=g, dtype=torch.float64)
+    w = torch.rand(3, 400, generator=g, dtype=torch.float64)
+    want = TF.lasso(X, y, w, alpha=0.05)
+    got = TF.lasso(X, y, w, alpha=0.05, max_iter=1000, sync_free=True)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
