@@ -21,7 +21,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .surrogate import SurrogateFit, _moments, _prepare, _solve, finish_fit
+from .surrogate import SurrogateFit, _cholesky_solve, _moments, _prepare, _solve, finish_fit
 
 __all__ = ["FEATURE_SELECTION_MODES", "FeatureSelection", "select_features", "lime_fit", "check_selection"]
 
@@ -213,6 +213,31 @@ def lime_fit(
     dtype = y.dtype if y.dtype.is_floating_point else torch.float32
     X64, y64, w, single = _prepare(X, y, sample_weight)
     m = _moments(X64, y64, w, True)
-    coef = _solve(m.gram, m.cross, float(alpha), selection.selected)
-    coef = torch.where(selection.selected, coef, torch.zeros_like(coef))
+    F = X64.shape[-1]
+    # Every mode but "none" keeps at most num_features: solve that k x k system, not F x F.
+    if feature_selection != "none" and 2 * num_features < F:
+        coef = _solve_selected(m.gram, m.cross, float(alpha), selection, num_features)
+    else:
+        coef = _solve(m.gram, m.cross, float(alpha), selection.selected)
+        coef = torch.where(selection.selected, coef, torch.zeros_like(coef))
     return finish_fit(X64, y64, w, m, coef, single, dtype), selection
+
+
+def _solve_selected(gram: Tensor, cross: Tensor, alpha: float, selection: FeatureSelection, k: int) -> Tensor:
+    """Ridge on the at most ``k`` selected features of each target: ``(..., K, F)`` coefficients.
+
+    Gathers the ``(..., K, k, k)`` block of ``gram`` (the selected features come first in
+    ``selection.order``; slots past ``count`` are inactive) and scatters the solution back.
+    """
+    F = gram.shape[-1]
+    idx = selection.order[..., :k]  # (..., K, k)
+    K = idx.shape[-2]
+    lead = gram.shape[:-2]
+    rows = gram.unsqueeze(-3).expand(*lead, K, F, F).gather(-2, idx.unsqueeze(-1).expand(*lead, K, k, F))
+    sub = rows.gather(-1, idx.unsqueeze(-2).expand(*lead, K, k, k))
+    valid = (torch.arange(k, device=idx.device) < selection.count.unsqueeze(-1)).to(gram.dtype)  # (..., K, k)
+    eye = torch.eye(k, device=gram.device, dtype=gram.dtype)
+    system = (sub + alpha * eye) * (valid.unsqueeze(-1) * valid.unsqueeze(-2)) + eye * (1 - valid).unsqueeze(-1)
+    chol, _ = torch.linalg.cholesky_ex(system)
+    solution = _cholesky_solve(chol, cross.gather(-1, idx) * valid) * valid
+    return torch.zeros_like(cross).scatter(-1, idx, solution)
