@@ -211,6 +211,11 @@ def cmd_explain_dataset(args: argparse.Namespace) -> int:
                 print(f"{len(failures)} song(s) failed:", file=sys.stderr)
                 for failure in failures:
                     print(f"  {failure}", file=sys.stderr)
+        if world > 1:
+            # torchrun stops every process once one exits with an error: wait until rank 0
+            # has written the aggregate and listed the failures; only rank 0 reports them.
+            torch.distributed.barrier()
+            return 1 if failures and rank == 0 else 0
         return 1 if failures else 0
     finally:
         if world > 1 and torch.distributed.is_initialized():
