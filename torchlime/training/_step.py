@@ -396,7 +396,7 @@ class StemsTransform:
             raise ValueError(
                 f"expected stems of shape (B, {len(self.stem_names)}, C, T), got shape {tuple(stems.shape)}"
             )
-        B, c = masks.shape[0], masks.shape[1]
+        c = masks.shape[1]
         boundaries = even_boundaries(stems.shape[-1], self.num_segments)
         audio = compose_segments(stems, masks, boundaries).flatten(0, 1)
         return (audio, *(e.repeat_interleave(c, dim=0) for e in extra))
