@@ -267,7 +267,8 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
 
     from .music import Explanation
 
-    exps, skipped = [], []
+    loaded: list[tuple[Path, Any]] = []  # (file, explanation)
+    skipped = 0
     for name in args.files:
         path = Path(name)
         if not path.is_file():
@@ -278,30 +279,30 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
             except json.JSONDecodeError as err:
                 raise ValueError(f"expected explanation JSON files, got invalid JSON in {str(path)!r}: {err}") from None
         if isinstance(data, dict) and str(data.get("format", "")).startswith("torchlime.GlobalImportance"):
-            skipped.append(path)  # an earlier aggregate in the same folder
+            skipped += 1  # an earlier aggregate in the same folder
             continue
         try:
-            exps.append(Explanation.from_dict(data))
+            loaded.append((path, Explanation.from_dict(data)))
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
-    if not exps:
+    if not loaded:
         raise ValueError("expected at least one explanation JSON, got none")
+    exps = [exp for _, exp in loaded]
     classes = args.num_classes or int(exps[0].prediction.numel())
     names = args.class_names
     if names is not None and len(names) != classes:
         raise ValueError(f"expected {classes} --class-names, got {len(names)}")
     if names is None:
-        labels = _label_names(exps, classes)
-        names = labels
+        names = _label_names(exps, classes)
     aggregator = _make_aggregator(args, classes, names)
-    for path, exp in zip([p for p in args.files if Path(p) not in skipped], exps):
+    for path, exp in loaded:
         try:
             aggregator.update(exp)
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
     result = aggregator.compute()
     out = Path(args.out)
-    print(f"{len(exps)} explanations aggregated" + (f" ({len(skipped)} aggregate file(s) skipped)" if skipped else ""))
+    print(f"{len(exps)} explanations aggregated" + (f" ({skipped} aggregate file(s) skipped)" if skipped else ""))
     _write_global(result, out, args.top_k_report)
     return 0
 
@@ -328,17 +329,16 @@ def _aggregation_args(p: argparse.ArgumentParser) -> None:
 
 def add_parsers(sub: Any, common: Any) -> None:
     """Add ``explain-dataset`` and ``aggregate`` to the console script's subparsers."""
+    from .cli import add_song_args
+
     ds = sub.add_parser("explain-dataset", help="explain every song of a CSV manifest, resumable; torchrun shards it")
     common(ds)
     ds.set_defaults(device=None)
     ds.add_argument("--manifest", required=True, help="CSV with columns audio, lyrics (optional id, label)")
     ds.add_argument("--model", required=True, help="module:factory (see torchlime explain)")
-    ds.add_argument("--separator", default="umxl", help="Open-Unmix model name or local checkpoint folder")
-    ds.add_argument("--segments", type=int, default=10)
-    ds.add_argument("--unit", default="line", choices=["line", "word"])
+    add_song_args(ds)
     ds.add_argument("--modality", default="both", choices=["both", "audio", "lyrics"])
     ds.add_argument("--targets", nargs="+", default=["all"], help="class indices, or all (default)")
-    ds.add_argument("--keep-residual", action="store_true")
     ds.add_argument("--songs-per-batch", type=int, default=None,
                     help="songs whose perturbations share a forward call (same audio length); default 4 on "
                          "CUDA, 1 on CPU (measured: sharing helps a GPU, not a CPU)")

@@ -146,6 +146,14 @@ def prepare_song(spec: dict[str, Any], separator: Any, audio_path: str | Path, l
     return audio, lyrics
 
 
+def add_song_args(p: Any) -> None:
+    """The options :func:`prepare_song` reads: separator, segments, lyric unit, residual."""
+    p.add_argument("--separator", default="umxl", help="Open-Unmix model name or local checkpoint folder")
+    p.add_argument("--segments", type=int, default=10)
+    p.add_argument("--unit", default="line", choices=["line", "word"])
+    p.add_argument("--keep-residual", action="store_true")
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from .music import MusicLime, OpenUnmixSeparator
 
@@ -299,12 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--audio", required=True, help="audio file (anything soundfile reads)")
     explain.add_argument("--lyrics", required=True, help="lyrics text file")
     explain.add_argument("--model", required=True, help="module:factory returning forward, sample_rate, tokenizer (e.g. torchlime.music.demo.factory:factory)")
-    explain.add_argument("--separator", default="umxl", help="Open-Unmix model name or local checkpoint folder")
-    explain.add_argument("--segments", type=int, default=10)
-    explain.add_argument("--unit", default="line", choices=["line", "word"])
+    add_song_args(explain)
     explain.add_argument("--modality", default="both", choices=["both", "audio", "lyrics"])
     explain.add_argument("--targets", type=int, nargs="+", default=[1])
-    explain.add_argument("--keep-residual", action="store_true")
     explain.set_defaults(func=cmd_explain)
 
     from ._dataset_cli import add_parsers
@@ -319,10 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--audio", help="audio file (anything soundfile reads)")
     src.add_argument("--lyrics", help="lyrics text file")
     src.add_argument("--model", help="module:factory returning forward, sample_rate, tokenizer")
-    src.add_argument("--separator", default="umxl", help="Open-Unmix model name or local checkpoint folder")
-    src.add_argument("--segments", type=int, default=10)
-    src.add_argument("--unit", default="line", choices=["line", "word"])
-    src.add_argument("--keep-residual", action="store_true")
+    add_song_args(src)
     exp_args = evaluate.add_argument_group("the explanation")
     exp_args.add_argument("--explanation",
                           help="evaluate this explanation JSON (from torchlime explain) instead of explaining first")
