@@ -17,6 +17,7 @@ from captum.attr import Lime as CaptumLime
 from captum.attr._utils.common import _construct_default_feature_mask, _format_input_baseline
 from torch import Tensor
 
+from .._buffers import chunk_buffer
 from ..functional.kernels import (
     exp_kernel,
     group_statistics,
@@ -144,13 +145,7 @@ class _MaskTransform:
         self._buffers.clear()
 
     def _buffer(self, slot: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
-        if not (self._reusing and device.type == "cpu" and not torch.is_grad_enabled()):
-            return torch.empty(shape, dtype=dtype, device=device)
-        numel = math.prod(shape)
-        buf = self._buffers.get(slot)
-        if buf is None or buf.numel() < numel or buf.dtype != dtype:
-            buf = self._buffers[slot] = torch.empty(numel, dtype=dtype, device=device)
-        return buf[:numel].view(shape)
+        return chunk_buffer(self._buffers if self._reusing else None, slot, shape, dtype, device)
 
     def __call__(self, curr_sample: Tensor, original_inputs: Any, **kwargs: Any) -> Any:
         return self.__torchlime_batched__(curr_sample.reshape(1, -1), original_inputs, **kwargs)

@@ -6,7 +6,6 @@ F_lyrics interpretable features, K targets, C channels, T audio samples, Q token
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -14,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._buffers import chunk_buffer
 from ..attr._batched import batched
 from ..attr._lime_base import LimeBase
 from ..functional.kernels import cosine_distance, lime_kernel
@@ -329,7 +329,8 @@ class MusicLime:
             z = z.reshape(-1, z.shape[-2], z.shape[-1])
             c = z.shape[1]
             # A legacy predict_fn gets numpy views of the waves, which users may keep: no reuse.
-            waves = self._waves_buffer(None if legacy else buffers, (B * c, *stems.shape[1:]), stems)
+            waves = chunk_buffer(None if legacy or not self.reuse_buffers else buffers, "waves",
+                                 (B * c, *stems.shape[1:]), stems.dtype, stems.device)
             parts = [song.compose(z[b, :, : song.F], legacy, out=waves[b * c : (b + 1) * c])
                      for b, song in enumerate(songs)]
             return _stack(parts, songs, waves)
@@ -392,17 +393,6 @@ class MusicLime:
         if not out.dtype.is_floating_point:
             out = out.float()
         return out.softmax(-1) if self.apply_softmax else out
-
-    @classmethod
-    def _waves_buffer(cls, buffers: dict[str, Tensor] | None, shape: tuple[int, ...], like: Tensor) -> Tensor:
-        """The composed waves of a chunk: one buffer reused across the chunks of a call on CPU."""
-        if buffers is None or not (cls.reuse_buffers and like.device.type == "cpu" and not torch.is_grad_enabled()):
-            return like.new_empty(shape)
-        numel = math.prod(shape)
-        buf = buffers.get("waves")
-        if buf is None or buf.numel() < numel:
-            buf = buffers["waves"] = like.new_empty(numel)
-        return buf[:numel].view(shape)
 
     def _forward_song(self, song: _Song, z: Tensor) -> Tensor:
         """The model's ``(c, classes)`` output on one song's masks ``(c, F)``, composed as in explain."""

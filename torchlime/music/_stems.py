@@ -190,23 +190,18 @@ class StemFactorization:
         n = masks.shape[0]
         z = masks.to(device=self.device, dtype=self.stems.dtype).reshape(n, -1, S)  # (n, G, S)
         runs, tiles = _runs(self.boundaries, T)
-        if out is not None:
-            if (tuple(out.shape) != (n, C, T) or out.dtype != self.stems.dtype or out.device != self.stems.device
-                    or not out.is_contiguous()):
-                raise ValueError(
-                    f"expected out as a contiguous {(n, C, T)} {self.stems.dtype} tensor on {self.stems.device}, "
-                    f"got {tuple(out.shape)} {out.dtype} on {out.device}"
-                )
-            if self.residual is not None:
-                out.copy_(self.residual.expand(n, C, T))
-            elif not tiles:
-                out.zero_()
-        elif self.residual is not None:
-            out = self.residual.expand(n, C, T).clone()
-        elif tiles:  # every sample is written below: no need to zero the buffer first
+        if out is None:
             out = self.stems.new_empty(n, C, T)
-        else:
-            out = self.stems.new_zeros(n, C, T)
+        elif (tuple(out.shape) != (n, C, T) or out.dtype != self.stems.dtype or out.device != self.stems.device
+                or not out.is_contiguous()):
+            raise ValueError(
+                f"expected out as a contiguous {(n, C, T)} {self.stems.dtype} tensor on {self.stems.device}, "
+                f"got {tuple(out.shape)} {out.dtype} on {out.device}"
+            )
+        if self.residual is not None:
+            out.copy_(self.residual.expand(n, C, T))
+        elif not tiles:  # samples outside every segment stay silent
+            out.zero_()
         # One batched product per run of equal-length segments and channel, written straight
         # into a strided view of the output: (k, n, S) @ (k, S, L) -> (k, n, L).
         for g0, g1, a, L in runs:
