@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, RuntimeError) as err:
+    except (ValueError, RuntimeError, ImportError) as err:  # ImportError: a missing or broken extra
         print(f"torchlime {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -11,10 +11,6 @@ import warnings
 from typing import Any
 
 import torch
-from captum._utils.common import _format_tensor_into_tuples, _is_tuple
-from captum.attr import KernelShap as CaptumKernelShap
-from captum.attr import Lime as CaptumLime
-from captum.attr._utils.common import _construct_default_feature_mask, _format_input_baseline
 from torch import Tensor
 
 from .._buffers import chunk_buffer
@@ -27,6 +23,15 @@ from ..functional.kernels import (
 )
 from ..functional.sampling import bernoulli_masks, kernel_shap_masks
 from ..models import Lasso, LinearRegression
+from .._captum import (
+    CaptumKernelShap,
+    CaptumLime,
+    construct_default_feature_mask,
+    format_input_baseline,
+    format_tensor_into_tuples,
+    is_tuple as captum_is_tuple,
+    lime_attribute_kwargs,
+)
 from ._lime_base import LimeBase, _check_n_samples, call_forward
 
 __all__ = ["Lime", "KernelShap", "get_exp_kernel_similarity_function", "construct_feature_mask"]
@@ -50,8 +55,8 @@ def construct_feature_mask(
         ValueError: wrong count, shape that does not broadcast, or missing ids.
     """
     if feature_mask is None:
-        return _construct_default_feature_mask(formatted_inputs)
-    masks = _format_tensor_into_tuples(feature_mask)
+        return construct_default_feature_mask(formatted_inputs)
+    masks = format_tensor_into_tuples(feature_mask)
     if len(masks) != len(formatted_inputs):
         raise ValueError(
             f"expected one feature_mask per input ({len(formatted_inputs)}), got {len(masks)}"
@@ -152,8 +157,8 @@ class _MaskTransform:
 
     def __torchlime_batched__(self, masks: Tensor, original_inputs: Any, **kwargs: Any) -> Any:
         is_tuple = isinstance(original_inputs, tuple)
-        inputs = _format_tensor_into_tuples(original_inputs)
-        feature_masks = _format_tensor_into_tuples(kwargs["feature_mask"])
+        inputs = format_tensor_into_tuples(original_inputs)
+        feature_masks = format_tensor_into_tuples(kwargs["feature_mask"])
         baselines = kwargs["baselines"] if is_tuple else (kwargs["baselines"],)
         on = masks.bool()
         out = []
@@ -215,7 +220,7 @@ class _MaskTransform:
 
 
 def _flat_rows(t: Any, rows: int) -> Tensor:
-    return torch.cat([x.reshape(rows, -1) for x in _format_tensor_into_tuples(t)], dim=1)
+    return torch.cat([x.reshape(rows, -1) for x in format_tensor_into_tuples(t)], dim=1)
 
 
 class _ExpKernel:
@@ -358,8 +363,8 @@ class Lime(LimeBase, CaptumLime):
         perturbations_per_eval, return_input_shape, show_progress, extras, extra_kwargs,
     ) -> Any:
         _check_n_samples(n_samples if extras["masks"] is None else extras["masks"].shape[-2])
-        is_tuple = _is_tuple(inputs)
-        formatted_inputs, formatted_baselines = _format_input_baseline(inputs, baselines)
+        is_tuple = captum_is_tuple(inputs)
+        formatted_inputs, formatted_baselines = format_input_baseline(inputs, baselines)
         masks_t, num_features = construct_feature_mask(feature_mask, formatted_inputs)
         if not self._fast_path_ok():
             if extras["masks"] is not None or extras["differentiable"] or extras["return_fit"]:
@@ -368,7 +373,7 @@ class Lime(LimeBase, CaptumLime):
                     "(see torchlime.batched); got per-sample ones, which run Captum's loop"
                 )
             more = {"generator": extras["generator"]} if extras["generator"] is not None else {}
-            return CaptumLime._attribute_kwargs(
+            return lime_attribute_kwargs(
                 self, inputs=inputs, baselines=baselines, target=target,
                 additional_forward_args=additional_forward_args, feature_mask=masks_t if is_tuple else masks_t[0],
                 n_samples=n_samples, perturbations_per_eval=perturbations_per_eval,

@@ -13,14 +13,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from captum.attr import LimeBase as CaptumLimeBase
-from captum.attr._utils.attribution import PerturbationAttribution
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from ..functional.sampling import check_generator, check_masks
 from ..functional.surrogate import SurrogateFit, weighted_r2
 from ._batched import batched_impl
+from .._captum import CaptumLimeBase, PerturbationAttribution, lime_base_attribute
 
 __all__ = ["LimeBase"]
 
@@ -220,7 +219,7 @@ class LimeBase(CaptumLimeBase):
                 )
             if generator is not None:
                 kwargs["generator"] = generator
-            return CaptumLimeBase.attribute.__wrapped__(  # skip Captum's usage logging
+            return lime_base_attribute(  # Captum's loop, without its usage logging
                 self, inputs, target, additional_forward_args, n_samples,
                 perturbations_per_eval, show_progress, **kwargs,
             )

@@ -48,6 +48,7 @@ def evaluation_report(
         ``{"settings", "feature_names", "labels": {"label_<k>": {...}}}``; NaN becomes None.
 
     Example:
+        >>> import torch
         >>> from torchlime.music import MusicLime, StemFactorization
         >>> audio = StemFactorization(torch.randn(4, 1, 800), sample_rate=8000, num_segments=2)
         >>> model = lambda a: torch.stack([a.pow(2).mean((1, 2)), a[:, 0, :400].pow(2).mean(-1)], 1)

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 import torch
-from captum._utils.models.model import Model
+from .._captum import CaptumModel as Model
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -144,8 +144,9 @@ class LinearRegression(TorchLinearModel):
 
     Example:
         >>> X = torch.tensor([[0., 1.], [1., 0.], [1., 1.], [0., 0.]])
-        >>> LinearRegression().fit_tensors(X, X @ torch.tensor([2., -1.]) + 1).intercept
-        tensor(1.0000)
+        >>> fit = LinearRegression().fit_tensors(X, X @ torch.tensor([2., -1.]) + 1)
+        >>> fit.coef, fit.intercept
+        (tensor([ 2., -1.]), tensor(1.))
     """
 
     def __init__(self, fit_intercept: bool = True) -> None:
@@ -171,7 +172,7 @@ class Lasso(TorchLinearModel):
     Example:
         >>> X = torch.tensor([[0., 1.], [1., 0.], [1., 1.], [0., 0.]])
         >>> Lasso(alpha=0.01).fit_tensors(X, X @ torch.tensor([2., 0.])).coef
-        tensor([1.9800, 0.0000])
+        tensor([1.9600, 0.0000])
     """
 
     supports_differentiable = False

@@ -1,13 +1,20 @@
 """The multimodal music explainer (MusicLIME on torchlime's engine).
 
 Audio is perturbed as source-separated stems x temporal segments, lyrics as lines or
-words. Names resolve lazily so that the audio and text extras are imported only when used.
+words. It needs the ``audio`` extra (torchaudio, openunmix): importing this package checks
+that they load and otherwise raises one :class:`torchlime.AudioStackError` naming the
+installed versions and the pip command for the matching pair. Names resolve lazily so that
+the text extra is imported only when used.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
+
+from .._deps import require_audio_stack
+
+require_audio_stack("torchlime.music")
 
 _EXPORTS = {
     "StemFactorization": "._stems",

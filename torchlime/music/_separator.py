@@ -35,28 +35,6 @@ _SEPARATOR_KEYS = ("nfft", "nhop", "sample_rate", "nb_channels")
 _TARGET_ARGS_KEYS = ("nfft", "nb_channels", "hidden_size")
 
 
-def _import_openunmix() -> Any:
-    try:
-        import openunmix
-        import openunmix.model
-        import openunmix.utils
-    except ModuleNotFoundError as err:  # pragma: no cover - depends on the environment
-        raise ModuleNotFoundError(
-            "OpenUnmixSeparator needs the openunmix package: pip install 'torchlime[audio]'"
-        ) from err
-    return openunmix
-
-
-def _import_resample() -> Any:
-    try:
-        from torchaudio.functional import resample
-    except ModuleNotFoundError as err:  # pragma: no cover - depends on the environment
-        raise ModuleNotFoundError(
-            "OpenUnmixSeparator needs torchaudio for resampling: pip install 'torchlime[audio]'"
-        ) from err
-    return resample
-
-
 def _check_rate(value: Any, name: str) -> int:
     """A sample rate as a positive int (integral floats such as 44100.0 are accepted)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy scalars too
@@ -133,7 +111,11 @@ class OpenUnmixSeparator:
         RuntimeError: the published weights could not be downloaded (offline).
 
     Example:
-        >>> sep = OpenUnmixSeparator("umxl")  # downloads the weights the first time
+        The published weights download on first use (skipped in the doctests, which run
+        offline); ``pretrained=False`` builds the same network with random weights:
+
+        >>> sep = OpenUnmixSeparator("umxl")  # doctest: +SKIP
+        >>> sep = OpenUnmixSeparator("umxl", pretrained=False)
         >>> stems = sep(torch.randn(2, 44100), sample_rate=44100)
         >>> sep.targets, stems.shape
         (['vocals', 'drums', 'bass', 'other'], torch.Size([4, 2, 44100]))
@@ -152,8 +134,12 @@ class OpenUnmixSeparator:
         wiener_win_len: int | None = 300,
         device: str | torch.device | None = None,
     ) -> None:
-        openunmix = _import_openunmix()
-        self._resample = _import_resample()
+        # torchlime.music checked at import that both load (torchlime._deps.require_audio_stack).
+        import openunmix.model
+        import openunmix.utils
+        from torchaudio.functional import resample
+
+        self._resample = resample
 
         if not isinstance(model, (str, os.PathLike)):
             raise TypeError(
