@@ -158,14 +158,14 @@ def run_point(spec: dict[str, Any]) -> dict[str, Any]:
 
     def go(samples: int) -> Any:
         with torch.no_grad():
-            return explainer.explain(audio, lyrics, targets=[TARGET], n_samples=samples, batch_size=bs,
+            return explainer.explain(audio, lyrics, target=[TARGET], n_samples=samples, perturbations_per_eval=bs,
                                      modality=modality, generator=torch.Generator(device).manual_seed(0))
 
     # Warm-up on a small problem (10 segments at most, one chunk): kernels, tokenizer, thread
     # pools. Not this point itself: at 10^4 features or 10^5 samples that would double its cost.
     small = StemFactorization(stems, sample_rate=RATE, num_segments=min(G, 10), stem_names=names)
     with torch.no_grad():
-        explainer.explain(small, lyrics, targets=[TARGET], n_samples=min(n, bs), batch_size=bs, modality=modality,
+        explainer.explain(small, lyrics, target=[TARGET], n_samples=min(n, bs), perturbations_per_eval=bs, modality=modality,
                           generator=torch.Generator(device).manual_seed(1))
     with _PeakMemory(device) as mem:
         summary, _ = measure(lambda: go(n), device, repeats=spec["repeats"], warmup=0, budget_s=spec["budget_s"])

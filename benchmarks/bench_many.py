@@ -78,7 +78,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
     def batched(pairs: list[tuple[Any, Any]]) -> Any:
         m = len(pairs)
-        kwargs: dict[str, Any] = dict(targets=[TARGET], n_samples=n_samples, batch_size=batch_size(m),
+        kwargs: dict[str, Any] = dict(target=[TARGET], n_samples=n_samples, perturbations_per_eval=batch_size(m),
                                       generator=torch.Generator(device).manual_seed(0))
         if supported:
             kwargs["songs_per_batch"] = m
@@ -90,7 +90,7 @@ def run(ctx: Context) -> dict[str, Any]:
         gen = torch.Generator(device).manual_seed(0)
         for a, l in pairs:
             with torch.no_grad():
-                out.append(explainer.explain(a, l, targets=[TARGET], n_samples=n_samples, batch_size=batch_size(1),
+                out.append(explainer.explain(a, l, target=[TARGET], n_samples=n_samples, perturbations_per_eval=batch_size(1),
                                              generator=gen))
         return out
 
@@ -127,7 +127,7 @@ def run(ctx: Context) -> dict[str, Any]:
         "features": f"4 stems x {NUM_SEGMENTS} segments + 20 lyric lines",
         "songs": "demo songs (class 1), seeds 100.., same length (same audio shape)",
         "model": "torchlime.music.demo (shipped weights), probabilities",
-        "batched_call": "MusicLime.explain(list of StemFactorization, list of LyricsFactorization, targets=[1], "
+        "batched_call": "MusicLime.explain(list of StemFactorization, list of LyricsFactorization, target=[1], "
         "n_samples, batch_size, generator, songs_per_batch=m)" if supported else
         "MusicLime.explain(lists, ...) WITHOUT songs_per_batch (not supported by this torchlime: it loops inside)",
         "looped_call": "MusicLime.explain(audio_i, lyrics_i, ...) for each song",

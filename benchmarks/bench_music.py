@@ -184,7 +184,7 @@ def run_torchlime(forward: DemoForward, tokenizer: Any, song: Any, lyrics: str, 
         lyr.compose = timer.wrap("tokenization", lyr.compose)
         model = timer.wrap("model forward", forward)
     with _engine_phases(timer), torch.no_grad():
-        exp = MusicLime(model).explain(audio, lyr, targets=[TARGET], masks=masks.to(device), batch_size=batch_size)
+        exp = MusicLime(model).explain(audio, lyr, target=[TARGET], masks=masks.to(device), perturbations_per_eval=batch_size)
     return exp
 
 

@@ -43,7 +43,7 @@ def demo_explanation(tmp_path_factory):
     s = make_song(1, 7)
     audio = StemFactorization(s.stems, sample_rate=s.sample_rate, num_segments=10)
     lyrics = LyricsFactorization(s.lyrics, tokenizer, unit="line", max_length=DEMO_MAX_LENGTH)
-    exp = MusicLime(model, apply_softmax=True).explain(audio, lyrics, targets=[0, 1], n_samples=40,
+    exp = MusicLime(model, apply_softmax=True).explain(audio, lyrics, target=[0, 1], n_samples=40,
                                                        generator=torch.Generator().manual_seed(3))
     return exp, exp.save_json(tmp_path_factory.mktemp("exp") / "demo.json")
 

@@ -262,7 +262,7 @@ def test_faithfulness_random_baseline_is_deterministic_under_a_generator():
 def test_faithfulness_errors():
     with pytest.raises(ValueError, match=r"expected finite weights, got nan at index \(2,\)"):
         faithfulness(linear, torch.tensor([0.1, 0.2, float("nan"), 0, 0, 0, 0, 0]))
-    with pytest.raises(ValueError, match=r"target 2 is out of range: expected -2 <= target < 2 for a model with 2 classes"):
+    with pytest.raises(ValueError, match=r"target 2 is out of range for forward output with per-example shape \(2,\) \(2 classes\)"):
         faithfulness(lambda z: torch.stack([linear(z), -linear(z)], 1), W_TRUE, 2)
     with pytest.raises(ValueError, match=r"expected 2 target\(s\) \(one per row of weights\), got 1"):
         faithfulness(linear, torch.ones(2, 8), [0])
@@ -272,11 +272,11 @@ def test_faithfulness_errors():
         faithfulness(linear, torch.ones(1, 2, 8))
     with pytest.raises(ValueError, match=r"expected 1 <= max_k <= F = 8, got 9"):
         faithfulness(linear, W_TRUE, max_k=9)
-    with pytest.raises(ValueError, match=r"expected forward to return \(m,\) or \(m, C\) outputs for m = 18 mask rows, got shape \(9,\)"):
+    with pytest.raises(ValueError, match=r"expected forward_func to return one output per perturbed input \(18 rows\), got shape \(9,\)"):
         faithfulness(lambda z: linear(z)[::2], W_TRUE)
     with pytest.raises(ValueError, match=r"expected forward to return \(m,\) or \(m, K\) = \(m, 1\) outputs when no target is given"):
         faithfulness(lambda z: torch.stack([linear(z), linear(z)], 1), W_TRUE)
-    with pytest.raises(ValueError, match=r"forward returned NaN or inf for mask rows \[0, 17\]"):
+    with pytest.raises(ValueError, match=r"forward_func returned NaN or inf for the masks sample 0, the masks sample 17"):
         faithfulness(lambda z: torch.where(z.sum(-1) == 8, float("nan"), linear(z)), W_TRUE)  # the all-ones rows
     with pytest.raises(ValueError, match="expected batch_size >= 1, got 0"):
         faithfulness(linear, W_TRUE, batch_size=0)
@@ -308,7 +308,7 @@ def test_stability_on_the_same_masks_is_one():
     masks = torch.bernoulli(torch.full((120, 45), 0.5), generator=torch.Generator().manual_seed(0))
     masks[0] = 1
     explainer = MusicLime(predict_fn=predict_fn)
-    result = stability(lambda g: explainer.explain(audio, lyrics, targets=[0, 1], masks=masks), seeds=2, k=5)
+    result = stability(lambda g: explainer.explain(audio, lyrics, target=[0, 1], masks=masks), seeds=2, k=5)
     assert result.spearman.shape == (1, 2)
     assert (result.mean_spearman == 1).all() and (result.mean_jaccard == 1).all()
 
@@ -398,7 +398,7 @@ def small_song():
     masks = torch.bernoulli(torch.full((150, 45), 0.5), generator=torch.Generator().manual_seed(1))
     masks[0] = 1
     explainer = MusicLime(predict_fn=predict_fn)
-    exp = explainer.explain(audio, lyrics, targets=[0, 1], masks=masks)
+    exp = explainer.explain(audio, lyrics, target=[0, 1], masks=masks)
     return audio, lyrics, masks, explainer, exp
 
 
@@ -483,7 +483,7 @@ def test_demo_deleting_the_planted_cause_drops_the_positive_class_more_than_rand
     explainer, audio, lyrics, planted = demo
     names = audio.feature_names + lyrics.feature_names
     weights = torch.tensor([1.0 if n in planted else 0.0 for n in names])
-    forward = lambda z: explainer._forward_batched(audio.compose(z[:, :40]), *lyrics.compose(z[:, 40:]))  # noqa: E731
+    forward = lambda z: explainer.forward_masks(z, audio, lyrics)  # noqa: E731
     result = faithfulness(forward, weights, 1, max_k=5, n_random=4, generator=torch.Generator().manual_seed(0))
     assert [names[i] for i in result.order[:5]] == [n for n in names if n in planted]
     assert result.deletion[0] > 0.9  # the song is positive
@@ -495,7 +495,7 @@ def test_demo_deleting_the_planted_cause_drops_the_positive_class_more_than_rand
 
 def test_demo_explanation_is_more_faithful_than_random(demo):
     explainer, audio, lyrics, planted = demo
-    exp = explainer.explain(audio, lyrics, targets=[1], n_samples=150, generator=torch.Generator().manual_seed(0))
+    exp = explainer.explain(audio, lyrics, target=[1], n_samples=150, generator=torch.Generator().manual_seed(0))
     ev = evaluate_explanation(exp, explainer, max_k=6, n_random=3, generator=torch.Generator().manual_seed(1))
     assert ev.faithfulness.aopc[0] > ev.faithfulness.random_aopc[0]
     assert ev.faithfulness.deletion[0, 5] < 0.1

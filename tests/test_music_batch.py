@@ -38,7 +38,7 @@ def _explain(spec, audios, lyricses, songs_per_batch, modality="both", n=48, bat
     forward = CountingForward(spec["forward"])
     explainer = MusicLime(forward, apply_softmax=True)
     exps = explainer.explain(
-        audios, lyricses, targets=[0, 1], n_samples=n, modality=modality, num_features=5, batch_size=batch_size,
+        audios, lyricses, target=[0, 1], n_samples=n, modality=modality, num_features=5, perturbations_per_eval=batch_size,
         generator=torch.Generator().manual_seed(3), songs_per_batch=songs_per_batch,
     )
     return exps, forward
@@ -75,7 +75,7 @@ def test_songs_of_different_lengths_are_grouped_apart(spec):
 def test_group_size_caps_the_batch(spec):
     audios, lyricses = _songs(spec, [(s, 2.0, 4, 6) for s in range(5)])
     _, f_batch = _explain(spec, audios, lyricses, 2, n=16, batch_size=16)
-    assert f_batch.calls == 3 * 2  # groups of 2, 2, 1: (original + one chunk) each
+    assert f_batch.calls == 3  # groups of 2, 2, 1: one chunk each (row 0 is the song itself: no extra forward)
 
 
 def test_bad_songs_per_batch(spec):
@@ -102,12 +102,12 @@ def test_cpu_buffer_reuse_gives_the_same_explanation(spec, reuse, monkeypatch):
 
     monkeypatch.setattr(MusicLime, "reuse_buffers", reuse)
     exps = MusicLime(forward, apply_softmax=True).explain(
-        audios, lyricses, targets=[0, 1], n_samples=48, batch_size=16, num_features=5,
+        audios, lyricses, target=[0, 1], n_samples=48, perturbations_per_eval=16, num_features=5,
         generator=torch.Generator().manual_seed(3), songs_per_batch=2,
     )
     reference, _ = _explain(spec, audios, lyricses, 1)
     for a, b in zip(exps, reference):
         torch.testing.assert_close(a.weights, b.weights, atol=2e-5, rtol=1e-4)
-    assert len(pointers) == 4  # the original songs, then 3 chunks of 16 x 2 songs
+    assert len(pointers) == 3  # 3 chunks of 16 x 2 songs (row 0 is the song: no extra forward)
     if reuse:  # the chunks share one buffer (fresh ones may land anywhere, so no check then)
-        assert len(set(pointers[1:])) == 1
+        assert len(set(pointers)) == 1

@@ -102,11 +102,12 @@ def test_same_inputs_same_explanation_as_reference_pipeline(label, num_features)
     audio = StemFactorization(stems, sample_rate=4000, boundaries=bounds)
     lyrics = LyricsFactorization(LYRICS, None, unit="line")
     exp = MusicLime(predict_fn=recording_predict_fn).explain(
-        audio, lyrics, targets=[label], masks=masks, num_features=num_features, batch_size=64
+        audio, lyrics, target=[label], masks=masks, num_features=num_features, perturbations_per_eval=64
     )
-    # the first call is the unperturbed song; then the 300 samples in order
-    assert seen["texts"][1:] == ref_texts
-    for ours, theirs in zip(seen["audios"][1:], ref_audios):
+    # the 300 samples in order, and nothing else (row 0, all ones, is the unperturbed song)
+    assert seen["texts"] == ref_texts
+    assert len(seen["audios"]) == len(ref_audios)
+    for ours, theirs in zip(seen["audios"], ref_audios):
         np.testing.assert_allclose(ours, theirs, atol=1e-12)
     assert [f for f, _ in exp.local_exp[label]] == [int(f) for f, _ in ref[1]]
     np.testing.assert_allclose([w for _, w in exp.local_exp[label]], [w for _, w in ref[1]], atol=1e-8)
@@ -136,9 +137,9 @@ def test_forward_func_on_tokens_equals_predict_fn_on_texts(tmp_path):
     masks = torch.bernoulli(torch.full((200, 40 + len(LINES)), 0.5), generator=torch.Generator().manual_seed(3))
     masks[0] = 1
     fast = MusicLime(forward, apply_softmax=True).explain(
-        audio, LyricsFactorization(LYRICS, tokenizer, unit="line"), targets=[0, 1], masks=masks, batch_size=50)
+        audio, LyricsFactorization(LYRICS, tokenizer, unit="line"), target=[0, 1], masks=masks, perturbations_per_eval=50)
     slow = MusicLime(predict_fn=legacy, apply_softmax=True).explain(
-        audio, LyricsFactorization(LYRICS, None, unit="line"), targets=[0, 1], masks=masks, batch_size=50)
+        audio, LyricsFactorization(LYRICS, None, unit="line"), target=[0, 1], masks=masks, perturbations_per_eval=50)
     for label in (0, 1):
         assert [f for f, _ in fast.local_exp[label]] == [f for f, _ in slow.local_exp[label]]
         np.testing.assert_allclose([w for _, w in fast.local_exp[label]], [w for _, w in slow.local_exp[label]], atol=1e-6)
@@ -149,18 +150,18 @@ def test_planted_cause_ranks_on_top_and_modalities():
     audio = StemFactorization(stems, sample_rate=4000, num_segments=10)
     lyrics = LyricsFactorization(LYRICS, None, unit="line")
     explainer = MusicLime(predict_fn=predict_fn, distance_scale=100.0)
-    exp = explainer.explain(audio, lyrics, targets=[0], n_samples=600, generator=torch.Generator().manual_seed(0))
+    exp = explainer.explain(audio, lyrics, target=[0], n_samples=600, generator=torch.Generator().manual_seed(0))
     top = [item["feature"] for item in exp.get_explanation(0, 3)]
     assert set(top) <= {"vocals_T2", "bass_T2", "drums_T2", "other_T2", LINES[0], LINES[3]}
     assert LINES[0] in top or LINES[3] in top
-    audio_only = explainer.explain(audio, lyrics, targets=[0], n_samples=300, modality="audio")
+    audio_only = explainer.explain(audio, lyrics, target=[0], n_samples=300, modality="audio")
     assert audio_only.feature_types == ["audio"] * 40
-    lyrics_only = explainer.explain(audio, lyrics, targets=[0], n_samples=300, modality="lyrics")
+    lyrics_only = explainer.explain(audio, lyrics, target=[0], n_samples=300, modality="lyrics")
     assert lyrics_only.feature_names == LINES
     g = lambda: torch.Generator().manual_seed(5)  # noqa: E731
-    assert explainer.explain(audio, lyrics, targets=[0], n_samples=100, generator=g()).local_exp == \
-        explainer.explain(audio, lyrics, targets=[0], n_samples=100, generator=g()).local_exp
-    several = explainer.explain([audio, audio], [lyrics, lyrics], targets=[0], n_samples=100, generator=g())
+    assert explainer.explain(audio, lyrics, target=[0], n_samples=100, generator=g()).local_exp == \
+        explainer.explain(audio, lyrics, target=[0], n_samples=100, generator=g()).local_exp
+    several = explainer.explain([audio, audio], [lyrics, lyrics], target=[0], n_samples=100, generator=g())
     assert len(several) == 2 and all(isinstance(e, Explanation) for e in several)
 
 
@@ -171,7 +172,7 @@ def test_explanation_exports(tmp_path):
 
     audio = StemFactorization(make_stems(), sample_rate=4000, num_segments=10)
     lyrics = LyricsFactorization(LYRICS, None, unit="line")
-    exp = MusicLime(predict_fn=predict_fn).explain(audio, lyrics, targets=[0, 1], n_samples=200,
+    exp = MusicLime(predict_fn=predict_fn).explain(audio, lyrics, target=[0, 1], n_samples=200,
                                                     generator=torch.Generator().manual_seed(0))
     data = json.loads(exp.save_json(tmp_path / "e.json", num_features=5).read_text())
     top = data["explanations"]["label_0"]["top_features"]
@@ -194,7 +195,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match=r"expected modality in \['both', 'audio', 'lyrics'\], got 'video'"):
         explainer.explain(audio, lyrics, modality="video")
     with pytest.raises(ValueError, match="target 3 is out of range for a model with 3 classes"):
-        explainer.explain(audio, lyrics, targets=[3], n_samples=10)
+        explainer.explain(audio, lyrics, target=[3], n_samples=10)
     with pytest.raises(ValueError, match="expected the model to return 2 classes, got 3"):
         MusicLime(predict_fn=predict_fn, num_classes=2).explain(audio, lyrics, n_samples=10)
     with pytest.raises(ValueError, match="expected a lyrics factorization for modality='both', got None"):
@@ -209,7 +210,7 @@ def test_saved_files_get_the_permissions_of_a_plain_open(tmp_path):
     import os
 
     audio = StemFactorization(make_stems(), sample_rate=4000, num_segments=10)
-    exp = MusicLime(predict_fn=predict_fn).explain(audio, LyricsFactorization(LYRICS, None), targets=[0], n_samples=50)
+    exp = MusicLime(predict_fn=predict_fn).explain(audio, LyricsFactorization(LYRICS, None), target=[0], n_samples=50)
     umask = os.umask(0)
     os.umask(umask)
     for path in (exp.save_json(tmp_path / "e.json"), exp.save_figure(tmp_path / "f.png", 0)):

@@ -105,7 +105,7 @@ def test_targets_chunks_and_models():
     torch.testing.assert_close(step(x, masks, target=labels).coef, full[torch.arange(5), labels])
     pairs = torch.tensor([[2, 0]] * 5)
     torch.testing.assert_close(step(x, masks, target=pairs).coef, full[:, [2, 0]])
-    chunked = ExplainStep(net, masked, num_features=6, n_samples=40, chunk_size=7)
+    chunked = ExplainStep(net, masked, num_features=6, n_samples=40, perturbations_per_eval=7)
     torch.testing.assert_close(chunked(x, masks).coef, full, atol=1e-6, rtol=1e-5)
     y = step.outputs(x, masks)
     for model, fn, kw in (
@@ -156,7 +156,7 @@ def test_compiles_fullgraph_without_graph_breaks():
     torch._dynamo.reset()
     net = small_net()
     x = torch.randn(4, 6)
-    step = ExplainStep(net, masked, num_features=6, n_samples=32, chunk_size=16, differentiable=True)
+    step = ExplainStep(net, masked, num_features=6, n_samples=32, perturbations_per_eval=16, differentiable=True)
     masks = step.draw(4, generator=torch.Generator().manual_seed(0))
     target = torch.tensor([0, 1, 2, 0])
     compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
@@ -176,7 +176,7 @@ def test_inductor_compiled_step_equals_eager_on_cpu():
     torch._dynamo.reset()
     net = small_net()
     x = torch.randn(4, 6)
-    step = ExplainStep(net, masked, num_features=6, n_samples=64, chunk_size=32)
+    step = ExplainStep(net, masked, num_features=6, n_samples=64, perturbations_per_eval=32)
     compiled = torch.compile(step, fullgraph=True)
     for seed in (0, 1):  # a second call with new masks reuses the graph
         masks = step.draw(4, generator=torch.Generator().manual_seed(seed))
@@ -360,11 +360,11 @@ def test_differentiable_with_a_model_that_cannot_says_which_and_why():
             check_differentiable(model)
     check_differentiable(Ridge())
     check_differentiable(LinearRegression())
-    with pytest.raises(ValueError, match="expected an interpretable model with a sync-free batched fit .* got LimeSurrogate"):
+    with pytest.raises(ValueError, match="expected an interpretable model that fits without host synchronisation .* got LimeSurrogate"):
         ExplainStep(net, masked, num_features=6, n_samples=8, interpretable_model=LimeSurrogate())
     # the engine's own differentiable path names the model and the reason too
     lime = torchlime.Lime(net, interpretable_model=SkLearnLasso(alpha=0.1))
-    with pytest.raises(ValueError, match="got SkLearnLasso, which fits outside autograd"):
+    with pytest.raises(ValueError, match="got SkLearnLasso: it fits in scikit-learn, outside autograd"):
         lime.attribute(torch.randn(1, 6), target=0, n_samples=10, differentiable=True)
 
 
@@ -374,8 +374,10 @@ def test_step_errors():
         ExplainStep(net, masked, num_features=6, n_samples=1)
     with pytest.raises(ValueError, match="expected num_features >= 1, got 0"):
         ExplainStep(net, masked, num_features=0, n_samples=4)
-    with pytest.raises(ValueError, match="expected chunk_size >= 1, got 0"):
-        ExplainStep(net, masked, num_features=6, n_samples=4, chunk_size=0)
+    with pytest.raises(ValueError, match="expected perturbations_per_eval >= 1, got 0"):
+        ExplainStep(net, masked, num_features=6, n_samples=4, perturbations_per_eval=0)
+    with pytest.warns(DeprecationWarning, match=r"chunk_size=...\) is deprecated; use perturbations_per_eval="):
+        assert ExplainStep(net, masked, num_features=6, n_samples=4, chunk_size=2).perturbations_per_eval == 2
     with pytest.raises(ValueError, match="expected kernel_width > 0, got 0"):
         ExplainStep(net, masked, num_features=6, n_samples=4, kernel_width=0)
     with pytest.raises(TypeError, match="expected forward to be callable, got int"):
@@ -384,14 +386,14 @@ def test_step_errors():
     x = torch.randn(2, 6)
     with pytest.raises(ValueError, match=r"expected masks of shape \(B, 4, 6\), got shape \(2, 5, 6\)"):
         step(x, torch.ones(2, 5, 6))
-    with pytest.raises(ValueError, match="expected target in \\[-3, 3\\) for outputs with 3 columns, got 3"):
+    with pytest.raises(ValueError, match=r"target 3 is out of range for forward output with per-example shape \(3,\) \(3 classes\)"):
         step(x, torch.ones(2, 4, 6), target=3)
-    with pytest.raises(TypeError, match="expected a long \\(int64\\) target tensor, got torch.float32"):
+    with pytest.raises(ValueError, match="expected integer class indices as target, got a torch.float32 tensor"):
         step(x, torch.ones(2, 4, 6), target=torch.zeros(2))
-    with pytest.raises(ValueError, match=r"expected target of shape \(2,\) or \(2, K\), got shape \(3,\)"):
+    with pytest.raises(ValueError, match=r"expected 2 targets \(one per instance\), got 3"):
         step(x, torch.ones(2, 4, 6), target=torch.zeros(3, dtype=torch.long))
     bad = ExplainStep(lambda inp: net(inp)[:3], masked, num_features=6, n_samples=4)
-    with pytest.raises(ValueError, match=r"expected forward to return \(8, K\) or \(8,\) for 2 instances x 4 samples, got \(3, 3\)"):
+    with pytest.raises(ValueError, match=r"expected forward_func to return one output per perturbed input \(8 rows\), got shape \(3, 3\)"):
         bad(x, torch.ones(2, 4, 6))
     with pytest.raises(ValueError, match="expected an ExplainStep built with differentiable=True"):
         lime_penalty(step, x, [0], masks=torch.ones(2, 4, 6))

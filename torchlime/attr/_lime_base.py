@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
-
+from ..functional.engine import explain_masks
 from ..functional.sampling import check_generator, check_masks
-from ..functional.surrogate import SurrogateFit, weighted_r2
+from ..functional.surrogate import SurrogateFit
+from ..models import fit_model
 from ._batched import batched_impl
 from .._captum import CaptumLimeBase, PerturbationAttribution, lime_base_attribute
 
@@ -26,68 +26,6 @@ __all__ = ["LimeBase"]
 
 def _first_tensor(inputs: Any) -> Tensor:
     return inputs if isinstance(inputs, Tensor) else inputs[0]
-
-
-def normalize_target(target: Any, num_instances: int) -> tuple[list[list[Any]] | None, bool]:
-    """Targets as one list of K entries per instance, and whether K is a dim of the result.
-
-    Captum's forms (None, int, tuple, 1-D tensor or list of length B, list of tuples) give
-    K == 1; torchlime adds several targets per instance: a ``(B, K)`` tensor or a list of
-    B lists (or one list of lists applied to every instance when B == 1).
-    """
-    if target is None:
-        return None, False
-    if isinstance(target, Tensor):
-        if target.dim() == 0:
-            return [[int(target)]] * num_instances, False
-        if target.dim() == 1:
-            values = target.tolist()
-            if num_instances == 1 and len(values) != 1:
-                raise ValueError(
-                    f"expected one target for 1 instance, got {len(values)}; pass a (B, K) "
-                    f"tensor for several targets per instance"
-                )
-            return [[v] for v in _per_instance(values, num_instances)], False
-        if target.dim() == 2:
-            return [list(r) for r in _per_instance(target.tolist(), num_instances)], True
-        raise ValueError(f"expected target of at most 2 dims, got shape {tuple(target.shape)}")
-    if isinstance(target, (int, tuple)):
-        return [[target]] * num_instances, False
-    if isinstance(target, list):
-        if target and all(isinstance(t, list) for t in target):
-            return [list(t) for t in _per_instance(target, num_instances)], True
-        return [[t] for t in _per_instance(target, num_instances)], False
-    raise TypeError(f"expected target as int, tuple, list or tensor, got {type(target).__name__}")
-
-
-def _per_instance(values: list[Any], num_instances: int) -> list[Any]:
-    if len(values) == num_instances:
-        return values
-    if len(values) == 1:
-        return values * num_instances
-    raise ValueError(f"expected {num_instances} targets (one per instance), got {len(values)}")
-
-
-def _flat_targets(targets: list[list[Any]], out_shape: tuple[int, ...]) -> list[list[int]]:
-    """Turn targets into flat indices of the per-row output of shape ``out_shape``."""
-    size = math.prod(out_shape)
-    flat = []
-    for row in targets:
-        idx_row = []
-        for t in row:
-            idx = tuple(t) if isinstance(t, tuple) else (int(t),)
-            if len(idx) != len(out_shape) or any(not -d <= i < d for i, d in zip(idx, out_shape)):
-                what = idx[0] if len(idx) == 1 else idx
-                raise ValueError(
-                    f"target {what} is out of range for forward output with per-example shape "
-                    f"{out_shape}" + (f" ({out_shape[0]} classes)" if len(out_shape) == 1 else "")
-                )
-            pos = 0
-            for i, d in zip(idx, out_shape):
-                pos = pos * d + (i % d)
-            idx_row.append(pos % size if size else 0)
-        flat.append(idx_row)
-    return flat
 
 
 def expand_forward_args(args: Any, repeats: int) -> Any:
@@ -263,41 +201,35 @@ class LimeBase(CaptumLimeBase):
             raise ValueError(f"expected perturb_func to return masks (n, F) or (B, n, F), got shape {tuple(Z.shape)}")
         B, n, F = Z3.shape
         _check_n_samples(n)
-        targets, multi = normalize_target(target, B)
-        transform = batched_impl(self.from_interp_rep_transform)
-        chunk = perturbations_per_eval
-        outputs, weights = [], []
-        all_weights = self._weights_from_masks(Z3)  # (B, n), or None: computed per chunk
-        progress = _progress(show_progress, math.ceil(n / chunk), type(self).__name__)
-        flat_targets = None
-        for start in range(0, n, chunk):
-            Zc = Z3[:, start : start + chunk]
-            c = Zc.shape[1]
-            Zarg = Zc[0] if single else Zc
-            model_in = transform(Zarg, inputs, **kwargs)
-            out = call_forward(self.forward_func, model_in, expand_forward_args(additional_forward_args, c))
-            if flat_targets is None and targets is not None:
-                per_row = _per_row_shape(out, B * c)
-                flat_targets = torch.tensor(_flat_targets(targets, per_row), device=Z3.device, dtype=torch.long)
-            outputs.append(_select(out, B, c, flat_targets))
-            if all_weights is None:
-                sim = torch.as_tensor(self._weights(inputs, model_in, Zarg, kwargs), device=Z3.device)
-                if sim.numel() != B * c:
-                    raise ValueError(
-                        f"expected similarity_func to return {B * c} weights for {B * c} samples, "
-                        f"got shape {tuple(sim.shape)}"
-                    )
-                weights.append(sim.reshape(B, c))
-            progress.update()
-        progress.close()
-        Y = torch.cat(outputs, dim=1)  # (B, n, K)
-        W = torch.cat(weights, dim=1) if all_weights is None else all_weights  # (B, n)
-        if validate:
-            _validate(Y, W)
-        fit = self._fit(Z3, Y, W, differentiable)
-        if not multi:
-            fit = SurrogateFit(fit.coef[:, 0], fit.intercept[:, 0], fit.score[:, 0], fit.local_pred[:, 0])
-        return fit, multi
+        batched_transform = batched_impl(self.from_interp_rep_transform)
+        last: dict[str, Any] = {}
+
+        def transform(zc: Tensor) -> tuple:
+            model_in = batched_transform(zc[0] if single else zc, inputs, **kwargs)
+            last["model_in"] = model_in
+            args = expand_forward_args(additional_forward_args, zc.shape[1])
+            return (*(model_in if isinstance(model_in, tuple) else (model_in,)), *(args or ()))
+
+        def chunk_weight(zc: Tensor, _: Any) -> Tensor:
+            return self._weights(inputs, last["model_in"], zc[0] if single else zc, kwargs)
+
+        sample_weight = self._weights_from_masks(Z3)  # (B, n), or None: computed per chunk
+        progress = _progress(show_progress, math.ceil(n / perturbations_per_eval), self._progress_name())
+        try:
+            result = explain_masks(
+                self.forward_func, transform, Z3,
+                lambda X, y, w: fit_model(self.interpretable_model, X, y, w, differentiable=differentiable),
+                sample_weight=sample_weight, chunk_weight=None if sample_weight is not None else chunk_weight,
+                target=target, perturbations_per_eval=perturbations_per_eval, validate=validate,
+                progress=progress.update,
+            )
+        finally:
+            progress.close()
+        return result.fit, result.target.multi
+
+    def _progress_name(self) -> str:
+        """The progress bar's label before " attribution" (Captum's wording)."""
+        return type(self).__name__
 
     def _weights_from_masks(self, masks: Tensor) -> Tensor | None:
         """Kernel weights ``(B, n)`` of all samples at once where they need no model input."""
@@ -306,32 +238,6 @@ class LimeBase(CaptumLimeBase):
     def _weights(self, inputs: Any, model_in: Any, masks: Tensor, kwargs: dict) -> Tensor:
         """Step 3 for one chunk: kernel weights of its samples."""
         return batched_impl(self.similarity_func)(inputs, model_in, masks, **kwargs)
-
-    def _fit(self, Z: Tensor, Y: Tensor, W: Tensor, differentiable: bool) -> SurrogateFit:
-        """Step 4: one batched solve, or a loop over Captum models without one."""
-        model = self.interpretable_model
-        X = Z.to(Y.dtype if Y.dtype.is_floating_point else torch.float32)
-        if hasattr(model, "fit_tensors"):
-            return model.fit_tensors(X, Y, W, differentiable=differentiable)
-        if differentiable:
-            raise ValueError(
-                f"differentiable=True needs a torchlime model (Ridge, LinearRegression), got "
-                f"{type(model).__name__}, which fits outside autograd"
-            )
-        B, n, K = Y.shape
-        coefs, intercepts = [], []
-        for b in range(B):
-            for k in range(K):
-                data = TensorDataset(X[b].float(), Y[b, :, k].float(), W[b].float())
-                model.fit(DataLoader(data, batch_size=n))
-                coefs.append(model.representation().reshape(-1).to(X.device, torch.float32))
-                bias = model.bias() if callable(getattr(model, "bias", None)) else None
-                intercepts.append(bias.reshape(-1)[0].to(X.device, torch.float32) if bias is not None else X.new_zeros(()).float())
-        coef = torch.stack(coefs).reshape(B, K, -1)
-        intercept = torch.stack(intercepts).reshape(B, K)
-        pred = X.float() @ coef.transpose(-1, -2) + intercept.unsqueeze(-2)
-        score = weighted_r2(Y.float(), pred, W.float())
-        return SurrogateFit(coef, intercept, score, pred[:, 0])
 
 
 def _check_n_samples(n_samples: Any) -> None:
@@ -356,50 +262,6 @@ def _per_sample(perturb_func: Callable[..., Any], inputs: Any, n_samples: int, k
     else:
         for _ in range(n_samples):
             yield perturb_func(inputs, **kwargs)
-
-
-def _per_row_shape(out: Tensor, rows: int) -> tuple[int, ...]:
-    if out.dim() == 0 or out.shape[0] != rows:
-        raise ValueError(
-            f"expected forward_func to return one output per perturbed input ({rows} rows), got "
-            f"shape {tuple(out.shape)}"
-        )
-    return tuple(out.shape[1:]) if out.dim() > 1 else (1,)
-
-
-def _select(out: Tensor, B: int, c: int, flat_targets: Tensor | None) -> Tensor:
-    """Model outputs of a chunk as ``(B, c, K)``, targets selected."""
-    rows = B * c
-    if flat_targets is None:
-        if out.numel() != rows:
-            raise ValueError(
-                f"expected forward_func to return one scalar per perturbed input ({rows} values) "
-                f"when no target is given, got shape {tuple(out.shape)}"
-            )
-        # A copy: the output may be a view of a model input whose buffer the next chunk reuses.
-        return out.reshape(B, c, 1).clone()
-    flat = out.reshape(B, c, -1)
-    index = flat_targets.to(out.device)  # (B, K)
-    return flat.gather(2, index.unsqueeze(1).expand(B, c, index.shape[1]))
-
-
-def _validate(Y: Tensor, W: Tensor) -> None:
-    bad = ~torch.isfinite(Y).all(-1)
-    if bool(bad.any()):
-        where = bad.nonzero().tolist()
-        shown = ", ".join(f"instance {b} sample {s}" for b, s in where[:10])
-        more = f" and {len(where) - 10} more" if len(where) > 10 else ""
-        raise ValueError(f"forward_func returned NaN or inf for {shown}{more}")
-    badw = ~torch.isfinite(W)
-    if bool(badw.any()) or bool((W < 0).any()):
-        where = (badw | (W < 0)).nonzero().tolist()[:10]
-        raise ValueError(f"expected finite, non-negative kernel weights, got bad ones at (instance, sample) {where}")
-    zero = (W == 0).all(-1)
-    if bool(zero.any()):
-        raise ValueError(
-            f"all kernel weights are zero for instance(s) {zero.nonzero().flatten().tolist()}: "
-            f"the kernel width is too small for these distances"
-        )
 
 
 class _NoProgress:

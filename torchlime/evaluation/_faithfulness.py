@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._checks import check_int
+from ..functional.engine import check_outputs, model_outputs
 from ..functional.evaluation import aopc, area_under_curve, check_weights, deletion_masks, insertion_masks
 from ..functional.sampling import check_generator
 
@@ -50,85 +52,6 @@ class Faithfulness(NamedTuple):
     random_insertion: Tensor | None
     random_aopc: Tensor | None
     order: Tensor
-
-
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"expected {name} >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def normalize_targets(target: int | Sequence[int] | Tensor | None, num_targets: int) -> list[int] | None:
-    """Targets as a list of K ints (one per row of the weights), or None."""
-    if target is None:
-        return None
-    if isinstance(target, Tensor):
-        if target.dim() > 1 or target.dtype.is_floating_point or target.is_complex():
-            raise ValueError(
-                f"expected target as an int or a 1-D integer tensor, got {target.dtype} of shape {tuple(target.shape)}"
-            )
-        target = target.tolist()
-    values = [target] if isinstance(target, (int, np.integer)) else list(target)
-    if any(isinstance(t, bool) or not isinstance(t, (int, np.integer)) for t in values):
-        raise ValueError(f"expected integer class indices as target, got {values!r}")
-    if len(values) != num_targets:
-        raise ValueError(f"expected {num_targets} target(s) (one per row of weights), got {len(values)}: {values}")
-    return [int(t) for t in values]
-
-
-def check_target_range(targets: list[int] | None, num_classes: int) -> None:
-    """Raise unless every target is a valid column of a ``(m, C)`` output."""
-    for t in targets or []:
-        if not -num_classes <= t < num_classes:
-            raise ValueError(
-                f"target {t} is out of range: expected -{num_classes} <= target < {num_classes} for a model "
-                f"with {num_classes} classes"
-            )
-
-
-def forward_rows(forward: Callable[[Tensor], Any], rows: Tensor, batch_size: int) -> Tensor:
-    """Call ``forward`` on ``rows (m, F)`` in chunks of ``batch_size``: outputs ``(m, C)``."""
-    outs = []
-    with torch.no_grad():
-        for start in range(0, rows.shape[0], batch_size):
-            chunk = rows[start : start + batch_size]
-            out = forward(chunk)
-            if not isinstance(out, Tensor):
-                out = torch.as_tensor(np.asarray(out), device=rows.device)
-            if out.dim() not in (1, 2) or out.shape[0] != chunk.shape[0]:
-                raise ValueError(
-                    f"expected forward to return (m,) or (m, C) outputs for m = {chunk.shape[0]} mask rows, "
-                    f"got shape {tuple(out.shape)}"
-                )
-            if outs and out.reshape(chunk.shape[0], -1).shape[1] != outs[0].shape[1]:
-                raise ValueError(
-                    f"expected forward to return {outs[0].shape[1]} columns for every chunk, got shape {tuple(out.shape)}"
-                )
-            out = out.reshape(chunk.shape[0], -1)
-            outs.append(out if out.dtype.is_floating_point else out.float())
-    return torch.cat(outs)
-
-
-def select_columns(out: Tensor, targets: list[int] | None, num_targets: int) -> Tensor:
-    """The K target columns of outputs ``(m, C)``: ``(m, K)``."""
-    if targets is None:
-        if out.shape[1] != num_targets:
-            raise ValueError(
-                f"expected forward to return (m,) or (m, K) = (m, {num_targets}) outputs when no target is "
-                f"given (column k goes with row k of the weights), got {out.shape[1]} columns"
-            )
-        return out
-    check_target_range(targets, out.shape[1])
-    return out[:, torch.tensor(targets, device=out.device)]
-
-
-def validate_outputs(out: Tensor) -> None:
-    """Raise if the model returned NaN or inf for some mask row (one host sync)."""
-    bad = ~torch.isfinite(out).all(-1)
-    if bool(bad.any()):
-        rows = bad.nonzero().flatten().tolist()
-        more = f" and {len(rows) - 10} more" if len(rows) > 10 else ""
-        raise ValueError(f"forward returned NaN or inf for mask rows {rows[:10]}{more}")
 
 
 def plan_faithfulness(
@@ -184,19 +107,24 @@ def run_faithfulness(
     validate: bool,
     extra: Tensor | None = None,
 ) -> tuple[Faithfulness, Tensor | None]:
-    """:func:`faithfulness`, plus the outputs ``(E, C)`` of ``extra (E, F)`` rows in the same forward."""
+    """:func:`faithfulness`, plus the target outputs ``(E, K)`` of ``extra (E, F)`` rows in the same forward."""
     if validate:
         check_weights(weights)
     elif not isinstance(weights, Tensor):
         raise TypeError(f"expected weights to be a torch.Tensor, got {type(weights).__name__}")
     if weights.dim() not in (1, 2) or weights.shape[-1] < 1:
         raise ValueError(f"expected weights of shape (F,) or (K, F), got shape {tuple(weights.shape)}")
-    batch_size = _check_int(batch_size, "batch_size", 1)
-    n_random = _check_int(n_random, "n_random", 0)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    n_random = check_int(n_random, "n_random", 0)
     single = weights.dim() == 1
     W = weights.unsqueeze(0) if single else weights
     K, F = W.shape
-    targets = normalize_targets(target, K)
+    if target is not None:
+        values = target.tolist() if isinstance(target, Tensor) and target.dim() == 1 else target
+        values = values if isinstance(values, (list, tuple)) else [values]
+        if len(values) != K:
+            raise ValueError(f"expected {K} target(s) (one per row of weights), got {len(values)}: {list(values)}")
+        target = [list(values)]  # K targets of the one instance (the masks)
     per_target, order, shared = plan_faithfulness(W, max_k, absolute, n_random, generator)
     steps = per_target.shape[-2]
     blocks = [per_target.reshape(-1, F)]
@@ -207,10 +135,17 @@ def run_faithfulness(
             raise ValueError(f"expected extra mask rows of shape (E, {F}), got shape {tuple(extra.shape)}")
         blocks.append(extra.to(device=W.device, dtype=per_target.dtype))
     rows = torch.cat(blocks)
-    out = forward_rows(forward, rows, batch_size)  # (M, C)
-    cols = select_columns(out, targets, K)  # (M, K)
+    with torch.no_grad():
+        run = model_outputs(forward, lambda z: z[0], rows.unsqueeze(0), target=target, default_target="all",
+                            perturbations_per_eval=batch_size)
+    cols = run.outputs[0]  # (M, K)
+    if target is None and cols.shape[1] != K:
+        raise ValueError(
+            f"expected forward to return (m,) or (m, K) = (m, {K}) outputs when no target is given (column k "
+            f"goes with row k of the weights), got {cols.shape[1]} columns"
+        )
     if validate:
-        validate_outputs(cols)
+        check_outputs(run.outputs, names=["the masks"])
     n_pt = K * 2 * steps
     ar = torch.arange(K, device=cols.device)
     pt = cols[:n_pt].reshape(K, 2, steps, K)[ar, :, :, ar]  # (K, 2, L+1): target k's own column
@@ -220,7 +155,7 @@ def run_faithfulness(
     result = finish_faithfulness(pt, order, sh)
     if single:
         result = Faithfulness(*(t.squeeze(0) if t is not None else None for t in result))
-    extra_out = out[rows.shape[0] - extra.shape[0]:] if extra is not None else None
+    extra_out = cols[rows.shape[0] - extra.shape[0]:] if extra is not None else None
     return result, extra_out
 
 

@@ -15,10 +15,10 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from ..functional.kernels import cosine_distance, lime_kernel
+from ..functional.kernels import mask_kernel_weights
 from ..functional.sampling import bernoulli_masks, check_generator
-from ..music._explainer import _Song
-from ._faithfulness import Faithfulness, _check_int, run_faithfulness
+from .._checks import check_int
+from ._faithfulness import Faithfulness, run_faithfulness
 from ._fidelity import fidelity
 
 __all__ = ["ExplanationEvaluation", "explanation_forward", "evaluate_explanation", "load_explanation"]
@@ -44,7 +44,7 @@ class ExplanationEvaluation(NamedTuple):
 
 
 def _explainer(model: Any, apply_softmax: bool) -> Any:
-    from ..music._explainer import MusicLime
+    from ..music import MusicLime
 
     if isinstance(model, MusicLime):
         return model
@@ -81,7 +81,7 @@ def explanation_forward(explanation: Any, model: Any, *, apply_softmax: bool = F
         >>> from torchlime.music import MusicLime, StemFactorization
         >>> audio = StemFactorization(torch.randn(4, 1, 800), sample_rate=8000, num_segments=2)
         >>> model = lambda a: torch.stack([a.pow(2).mean((1, 2)), a[:, 0, :400].pow(2).mean(-1)], 1)
-        >>> exp = MusicLime(model).explain(audio, targets=[0], n_samples=50, modality="audio")
+        >>> exp = MusicLime(model).explain(audio, target=[0], n_samples=50, modality="audio")
         >>> explanation_forward(exp, model)(torch.ones(3, 8)).shape
         torch.Size([3, 2])
     """
@@ -108,12 +108,12 @@ def explanation_forward(explanation: Any, model: Any, *, apply_softmax: bool = F
         raise ValueError("expected a lyrics factorization for a predict_fn model, got none")
     device = audio.device
     F = Fa + Fl
-    song = _Song(audio, lyrics, None, Fa, Fl, None, None)
+    modality = "both" if Fa and Fl else "audio" if Fa else "lyrics"
 
     def forward(z: Tensor) -> Tensor:
         if z.dim() != 2 or z.shape[1] != F:
             raise ValueError(f"expected masks of shape (m, {F}), got shape {tuple(z.shape)}")
-        return explainer._forward_song(song, z.to(device))
+        return explainer.forward_masks(z.to(device), audio, lyrics, modality=modality)
 
     return forward
 
@@ -138,9 +138,9 @@ def evaluate_explanation(
     samples) go through the model in one chunked pass (``batch_size`` rows per call). The
     top features are the highest weights for each label (positive evidence first, ties
     by the lower index; ``absolute=True``: by ``|weight|``). Held-out masks are
-    Bernoulli(0.5), weighted by the explainer's kernel (``kernel_width`` and
-    ``distance_scale`` from the explanation's metadata); ``generator`` draws them first,
-    then the random orders.
+    Bernoulli(0.5), weighted by the explainer's kernel with the parameters the explanation
+    records (``kernel_width``, ``distance_scale``; distances to the unperturbed song, the
+    all-ones mask); ``generator`` draws them first, then the random orders.
 
     Args:
         explanation: an :class:`~torchlime.music.Explanation` with its factorizations.
@@ -168,7 +168,7 @@ def evaluate_explanation(
         >>> audio = StemFactorization(torch.randn(4, 1, 800), sample_rate=8000, num_segments=2)
         >>> model = lambda a: torch.stack([a.pow(2).mean((1, 2)), a[:, 0, :400].pow(2).mean(-1)], 1)
         >>> explainer = MusicLime(model)
-        >>> exp = explainer.explain(audio, targets=[1], n_samples=50, modality="audio")
+        >>> exp = explainer.explain(audio, target=[1], n_samples=50, modality="audio")
         >>> evaluate_explanation(exp, explainer, n_heldout=20).faithfulness.deletion.shape
         torch.Size([1, 9])
     """
@@ -183,7 +183,7 @@ def evaluate_explanation(
         raise ValueError("expected at least one label to evaluate, got none")
     rows = [explained.index(t) for t in chosen]
     weights = explanation.weights[rows].to(device)
-    n_heldout = _check_int(n_heldout, "n_heldout", 0)
+    n_heldout = check_int(n_heldout, "n_heldout", 0)
     if n_heldout == 1:
         raise ValueError("expected n_heldout = 0 (no held-out R^2) or >= 2, got 1")
     check_generator(generator, device)
@@ -198,10 +198,13 @@ def evaluate_explanation(
     heldout = None
     if extra is not None:
         meta = explanation.metadata
-        distances = cosine_distance(extra, torch.ones(F, device=device)) * float(meta.get("distance_scale", 1.0))
-        kernel = lime_kernel(distances, float(meta.get("kernel_width", 25.0)))
+        for key in ("kernel_width", "distance_scale"):
+            if key not in meta:
+                raise ValueError(f"expected the explanation's metadata to record the kernel's {key}, got {sorted(meta)}")
+        kernel = mask_kernel_weights(extra, float(meta["kernel_width"]), reference="ones",
+                                     distance_scale=float(meta["distance_scale"]))
         intercept = torch.tensor([explanation.intercept[t] for t in chosen], dtype=weights.dtype, device=device)
-        y = extra_out[:, torch.tensor(chosen, device=extra_out.device)]
+        y = extra_out  # (n_heldout, K): the chosen labels' outputs
         heldout = fidelity(y, extra, weights, intercept, kernel)
     return ExplanationEvaluation(chosen, result, score, heldout, list(explanation.feature_names))
 
@@ -230,7 +233,7 @@ def load_explanation(source: str | os.PathLike | dict | Any, audio: Any = None, 
         >>> from torchlime.music import MusicLime, StemFactorization
         >>> audio = StemFactorization(torch.randn(4, 1, 800), sample_rate=8000, num_segments=2)
         >>> model = lambda a: torch.stack([a.pow(2).mean((1, 2)), a[:, 0, :400].pow(2).mean(-1)], 1)
-        >>> exp = MusicLime(model).explain(audio, targets=[0], n_samples=50, modality="audio")
+        >>> exp = MusicLime(model).explain(audio, target=[0], n_samples=50, modality="audio")
         >>> again = load_explanation(exp.to_dict(), audio=audio)
         >>> torch.equal(again.weights, exp.weights)
         True

@@ -53,7 +53,7 @@ def evaluation_report(
         >>> audio = StemFactorization(torch.randn(4, 1, 800), sample_rate=8000, num_segments=2)
         >>> model = lambda a: torch.stack([a.pow(2).mean((1, 2)), a[:, 0, :400].pow(2).mean(-1)], 1)
         >>> explainer = MusicLime(model)
-        >>> exp = explainer.explain(audio, targets=[1], n_samples=50, modality="audio")
+        >>> exp = explainer.explain(audio, target=[1], n_samples=50, modality="audio")
         >>> from torchlime.evaluation import evaluate_explanation
         >>> sorted(evaluation_report(evaluate_explanation(exp, explainer))["labels"]["label_1"])[:3]
         ['aopc', 'deletion_auc', 'deletion_curve']

@@ -25,13 +25,14 @@ from .kernels import (
     hamming_distance,
     kernel_shap_weights,
     lime_kernel,
+    mask_kernel_weights,
     masked_input_distance,
     pairwise_distance,
     shapley_kernel,
 )
 from .sampling import bernoulli_masks, check_generator, check_masks, kernel_shap_masks
 from .selection import FEATURE_SELECTION_MODES, FeatureSelection, lime_fit, select_features
-from .step import compose_segments, even_boundaries, mask_kernel_weights
+from .step import compose_segments, even_boundaries
 from .surrogate import Moments, SurrogateFit, lasso, linear_regression, ridge, weighted_moments, weighted_r2
 
 __all__ = [

@@ -16,6 +16,7 @@ __all__ = [
     "hamming_distance",
     "pairwise_distance",
     "lime_kernel",
+    "mask_kernel_weights",
     "exp_kernel",
     "shapley_kernel",
     "kernel_shap_weights",
@@ -92,6 +93,60 @@ def lime_kernel(distances: Tensor, kernel_width: float) -> Tensor:
     """
     _check_width(kernel_width)
     return torch.sqrt(torch.exp(-(distances**2) / kernel_width**2))
+
+
+def mask_kernel_weights(
+    masks: Tensor,
+    kernel_width: float = 0.25,
+    *,
+    reference: str = "ones",
+    distance_scale: float = 1.0,
+    active: Tensor | None = None,
+) -> Tensor:
+    """lime's kernel on the cosine distance between each mask and a reference mask.
+
+    ``sqrt(exp(-(s d)^2 / w^2))`` with ``d = 1 - cos(z, r)`` and scale ``s``: the weights of
+    lime's text and image explainers and of MusicLIME. With the all-ones reference a mask
+    with k of F features on has ``d = 1 - sqrt(k / F)`` (the all-zeros mask has d = 1).
+
+    - ``reference="ones"``: the unperturbed instance (torchlime's ``ExplainStep``; lime's
+      image explainer, width 0.25);
+    - ``reference="first"``: row 0 of each instance's masks, as lime measures distances
+      to the first row of its data (MusicLIME: width 25, scale 1; lime's text
+      explainer: scale 100).
+
+    Args:
+        masks: ``(..., n, F)``.
+        kernel_width: w > 0.
+        reference: "ones" or "first".
+        distance_scale: s > 0, the factor on the distance.
+        active: ``(..., F)`` bool, the features each instance has (instances padded to F
+            features); the others are left out of the distance.
+
+    Returns:
+        ``(..., n)`` weights in (0, 1], float (the masks' dtype, float32 for integer/bool masks).
+
+    Raises:
+        ValueError: a width or scale that is not positive, an unknown reference.
+
+    Example:
+        >>> mask_kernel_weights(torch.tensor([[1., 1., 1., 1.], [1., 0., 0., 0.]]), 0.5)
+        tensor([1.0000, 0.6065])
+    """
+    if reference not in ("ones", "first"):
+        raise ValueError(f"expected reference 'ones' or 'first', got {reference!r}")
+    if not distance_scale > 0:
+        raise ValueError(f"expected distance_scale > 0, got {distance_scale}")
+    dtype = masks.dtype if masks.dtype.is_floating_point else torch.float32
+    z = masks.to(dtype)
+    ref = torch.ones_like(z[..., :1, :]) if reference == "ones" else z[..., :1, :]
+    if active is not None:
+        keep = active.to(dtype).unsqueeze(-2)
+        z, ref = z * keep, ref * keep
+    distances = cosine_distance(z, ref)
+    if distance_scale != 1.0:
+        distances = distances * distance_scale
+    return lime_kernel(distances, kernel_width)
 
 
 def exp_kernel(distances: Tensor, kernel_width: float = 1.0) -> Tensor:

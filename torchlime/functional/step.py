@@ -1,4 +1,4 @@
-"""The tensor math of a fixed-size explain step: stem composition and the mask-space kernel.
+"""The tensor math of a fixed-size explain step: stem composition.
 
 Shape glossary: B instances, n perturbation samples, F interpretable features, S stems,
 G segments, C channels, T audio samples.
@@ -14,9 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .kernels import cosine_distance, lime_kernel
 
-__all__ = ["compose_segments", "mask_kernel_weights", "even_boundaries"]
+__all__ = ["compose_segments", "even_boundaries"]
 
 
 def even_boundaries(num_samples: int, num_segments: int) -> list[tuple[int, int]]:
@@ -111,27 +110,3 @@ def compose_segments(
     if residual is not None:
         out = out + residual.to(stems.dtype).unsqueeze(-3)
     return out
-
-
-def mask_kernel_weights(masks: Tensor, kernel_width: float = 0.25) -> Tensor:
-    """lime's kernel on the cosine distance between each mask and the all-ones mask.
-
-    ``sqrt(exp(-d^2 / w^2))`` with ``d = 1 - cos(z, 1) = 1 - sqrt(k / F)`` for a mask with k
-    of F features on (the all-zeros mask has d = 1). ``w = 0.25`` is the default of lime's
-    image explainer, which weights its segment masks the same way.
-
-    Args:
-        masks: ``(..., n, F)``.
-        kernel_width: w > 0.
-
-    Returns:
-        ``(..., n)`` weights in (0, 1], float (the masks' dtype, float32 for integer/bool masks).
-
-    Example:
-        >>> mask_kernel_weights(torch.tensor([[1., 1., 1., 1.], [1., 0., 0., 0.]]), 0.5)
-        tensor([1.0000, 0.6065])
-    """
-    dtype = masks.dtype if masks.dtype.is_floating_point else torch.float32
-    z = masks.to(dtype)
-    distances = cosine_distance(z, torch.ones_like(z[..., :1, :]))
-    return lime_kernel(distances, kernel_width)

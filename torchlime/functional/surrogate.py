@@ -12,7 +12,7 @@ in the dtype of ``y``. Nothing here synchronises with the host unless asked to
 from __future__ import annotations
 
 import warnings
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -37,12 +37,18 @@ class SurrogateFit(NamedTuple):
         intercept: ``(..., K)`` (``(...)`` for a single target).
         score: weighted R^2 on the samples, ``(..., K)``.
         local_pred: the surrogate's prediction at row 0, ``(..., K)``.
+        stderr: standard errors of ``coef`` (same shape), or None where the fit gives none.
+        selection: the :class:`~torchlime.functional.FeatureSelection` a feature selection
+            made (lime's modes: which features were kept, in lime's order), or None when
+            every feature was fitted.
     """
 
     coef: Tensor
     intercept: Tensor
     score: Tensor
     local_pred: Tensor
+    stderr: Tensor | None = None
+    selection: Any = None
 
 
 class Moments(NamedTuple):
@@ -235,10 +241,10 @@ def finish_fit(
     pred = X @ coef.transpose(-1, -2) + intercept.unsqueeze(-2)
     score = weighted_r2(y, pred, w)
     local_pred = pred[..., 0, :]
-    fit = SurrogateFit(coef, intercept, score, local_pred)
+    parts = (coef, intercept, score, local_pred)
     if single:
-        fit = SurrogateFit(*(t.squeeze(-2) if t is coef else t.squeeze(-1) for t in fit))
-    return SurrogateFit(*(t.to(dtype) for t in fit))
+        parts = tuple(t.squeeze(-2) if t is coef else t.squeeze(-1) for t in parts)
+    return SurrogateFit(*(t.to(dtype) for t in parts))
 
 
 def _out_dtype(y: Tensor) -> torch.dtype:

@@ -8,11 +8,19 @@ from typing import Any
 import torch
 from .._captum import CaptumModel as Model
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 from ..functional import surrogate as S
 
-__all__ = ["Ridge", "Lasso", "LinearRegression", "LimeSurrogate", "TorchLinearModel"]
+__all__ = ["Ridge", "Lasso", "LinearRegression", "LimeSurrogate", "TorchLinearModel", "check_differentiable", "fit_model"]
+
+# Why a model outside torchlime cannot give coefficients that carry gradients.
+_FOREIGN_REASONS = {
+    "SkLearnLasso": "it fits in scikit-learn, outside autograd",
+    "SkLearnRidge": "it fits in scikit-learn, outside autograd",
+    "SkLearnLinearRegression": "it fits in scikit-learn, outside autograd",
+    "SkLearnLinearModel": "it fits in scikit-learn, outside autograd",
+}
 
 
 class TorchLinearModel(Model):
@@ -26,17 +34,28 @@ class TorchLinearModel(Model):
 
     #: whether :meth:`fit_tensors` can keep the autograd graph (``differentiable=True``)
     supports_differentiable = True
+    #: why not, where ``supports_differentiable`` is False (named in the error)
+    not_differentiable_reason = ""
+    #: whether :meth:`fit_tensors` can run with no host synchronisation (``sync_free=True``)
+    supports_sync_free = True
 
     def __init__(self) -> None:
         self._coef: Tensor | None = None
         self._intercept: Tensor | None = None
         self.last_fit: S.SurrogateFit | None = None
 
-    def _fit(self, X: Tensor, y: Tensor, w: Tensor | None, differentiable: bool) -> S.SurrogateFit:
+    def _fit(self, X: Tensor, y: Tensor, w: Tensor | None, differentiable: bool, sync_free: bool) -> S.SurrogateFit:
         raise NotImplementedError
 
     def fit_tensors(
-        self, X: Tensor, y: Tensor, sample_weight: Tensor | None = None, differentiable: bool = False
+        self,
+        X: Tensor,
+        y: Tensor,
+        sample_weight: Tensor | None = None,
+        differentiable: bool = False,
+        *,
+        sync_free: bool = False,
+        active: Tensor | None = None,
     ) -> S.SurrogateFit:
         """Fit every instance and target at once.
 
@@ -45,24 +64,36 @@ class TorchLinearModel(Model):
             y: ``(..., n, K)`` or ``(..., n)`` model outputs.
             sample_weight: ``(..., n)`` kernel weights.
             differentiable: keep the autograd graph from ``y`` to the coefficients.
+            sync_free: solve without any host synchronisation (for training loops,
+                ``torch.compile`` and CUDA graphs).
+            active: ``(..., F)`` bool, the features each instance has (instances with fewer
+                features padded to F); the others get coefficient 0 and are never selected.
 
         Returns:
             :class:`torchlime.functional.SurrogateFit`.
 
         Raises:
-            ValueError: ``differentiable`` asked of a model that cannot provide it.
+            ValueError: ``differentiable`` or ``sync_free`` asked of a model that cannot
+                provide it (naming the reason).
         """
-        if differentiable and not self.supports_differentiable:
+        if differentiable:
+            check_differentiable(self)
+        if sync_free and not self.supports_sync_free:
             raise ValueError(
-                f"differentiable=True needs an interpretable model whose solution is "
-                f"differentiable (torchlime.models.Ridge or LinearRegression), got "
-                f"{type(self).__name__}"
+                f"sync_free=True needs an interpretable model that solves without host synchronisation "
+                f"(torchlime.models.Ridge, LinearRegression or Lasso), got {type(self).__name__}"
             )
-        fit = self._fit(X, y, sample_weight, differentiable)
+        if active is not None:
+            # An inactive feature is held constant: centred away, it gets coefficient 0.
+            X = torch.where(active.unsqueeze(-2).to(torch.bool), X, torch.ones_like(X))
+        fit = self._fit_active(X, y, sample_weight, differentiable, sync_free, active)
         self.last_fit = fit
         self._coef = fit.coef
         self._intercept = fit.intercept
         return fit
+
+    def _fit_active(self, X, y, w, differentiable, sync_free, active) -> S.SurrogateFit:
+        return self._fit(X, y, w, differentiable, sync_free)
 
     def fit(self, train_data: DataLoader, **kwargs: Any) -> dict[str, float]:
         """Fit on all batches of a DataLoader of ``(x, y)`` or ``(x, y, w)``, as Captum does.
@@ -132,7 +163,9 @@ class Ridge(TorchLinearModel):
         self.alpha = alpha
         self.fit_intercept = fit_intercept
 
-    def _fit(self, X, y, w, differentiable):
+    def _fit(self, X, y, w, differentiable, sync_free):
+        if self.alpha == 0:  # the minimum-norm least squares: the linear regression's solve
+            return S.linear_regression(X, y, w, fit_intercept=self.fit_intercept, sync_free=sync_free)
         return S.ridge(X, y, w, alpha=self.alpha, fit_intercept=self.fit_intercept)
 
 
@@ -153,8 +186,11 @@ class LinearRegression(TorchLinearModel):
         super().__init__()
         self.fit_intercept = fit_intercept
 
-    def _fit(self, X, y, w, differentiable):
-        return S.linear_regression(X, y, w, fit_intercept=self.fit_intercept, warn_singular=not differentiable)
+    def _fit(self, X, y, w, differentiable, sync_free):
+        return S.linear_regression(
+            X, y, w, fit_intercept=self.fit_intercept, warn_singular=not (differentiable or sync_free),
+            sync_free=sync_free,
+        )
 
 
 class Lasso(TorchLinearModel):
@@ -176,6 +212,9 @@ class Lasso(TorchLinearModel):
     """
 
     supports_differentiable = False
+    not_differentiable_reason = (
+        "its coefficients come from an iterative soft-thresholding solve whose active set is a discrete choice"
+    )
 
     def __init__(
         self, alpha: float = 1.0, fit_intercept: bool = True, max_iter: int = 1000, tol: float = 1e-12
@@ -187,18 +226,11 @@ class Lasso(TorchLinearModel):
         self.fit_intercept = fit_intercept
         self.max_iter = max_iter
         self.tol = tol
-        self.sync_free = False
 
-    def _fit(self, X, y, w, differentiable):
+    def _fit(self, X, y, w, differentiable, sync_free):
         return S.lasso(
-            X,
-            y,
-            w,
-            alpha=self.alpha,
-            fit_intercept=self.fit_intercept,
-            max_iter=self.max_iter,
-            tol=self.tol,
-            sync_free=self.sync_free,
+            X, y, w, alpha=self.alpha, fit_intercept=self.fit_intercept, max_iter=self.max_iter, tol=self.tol,
+            sync_free=sync_free,
         )
 
 
@@ -222,6 +254,11 @@ class LimeSurrogate(TorchLinearModel):
     """
 
     supports_differentiable = False
+    not_differentiable_reason = (
+        "its feature selection (lime's forward selection, highest weights or lasso path) is a discrete "
+        "choice made on the host"
+    )
+    supports_sync_free = False
 
     def __init__(self, num_features: int = 10, feature_selection: str = "auto", alpha: float = 1.0) -> None:
         from ..functional.selection import check_selection
@@ -235,10 +272,104 @@ class LimeSurrogate(TorchLinearModel):
         self.alpha = alpha
         self.last_selection = None
 
-    def _fit(self, X, y, w, differentiable):
+    def _fit_active(self, X, y, w, differentiable, sync_free, active):
         from ..functional.selection import lime_fit
 
         if w is None:
             w = torch.ones(X.shape[:-1], device=X.device)
         fit, self.last_selection = lime_fit(X, y, w, self.num_features, self.feature_selection, self.alpha)
-        return fit
+        return fit._replace(selection=self.last_selection)
+
+
+def check_differentiable(model: Any) -> None:
+    """Raise unless ``model`` can give coefficients that carry gradients (Ridge, LinearRegression).
+
+    The weighted ridge (and least-squares) solution is linear in the model's outputs, so
+    autograd goes through it; a lasso or lime's feature selection picks features by a
+    discrete, data-dependent choice, and a scikit-learn model fits outside autograd.
+
+    Args:
+        model: an interpretable model.
+
+    Raises:
+        ValueError: naming the model and why it cannot.
+
+    Example:
+        >>> check_differentiable(Ridge(alpha=1.0))
+        >>> check_differentiable(Lasso())
+        Traceback (most recent call last):
+        ...
+        ValueError: differentiable=True needs an interpretable model whose solution is differentiable (torchlime.models.Ridge or LinearRegression), got Lasso: its coefficients come from an iterative soft-thresholding solve whose active set is a discrete choice
+    """
+    if getattr(model, "supports_differentiable", False) and hasattr(model, "fit_tensors"):
+        return
+    name = type(model).__name__
+    reason = getattr(model, "not_differentiable_reason", "") or _FOREIGN_REASONS.get(
+        name, "it is not one of torchlime's closed-form models"
+    )
+    raise ValueError(
+        f"differentiable=True needs an interpretable model whose solution is differentiable "
+        f"(torchlime.models.Ridge or LinearRegression), got {name}: {reason}"
+    )
+
+
+def fit_model(
+    model: Any,
+    X: Tensor,
+    y: Tensor,
+    sample_weight: Tensor,
+    *,
+    differentiable: bool = False,
+    sync_free: bool = False,
+    active: Tensor | None = None,
+) -> S.SurrogateFit:
+    """Fit any interpretable model on ``(B, n, F)`` masks: the one dispatch of every explainer.
+
+    torchlime's models solve every instance and target in one batched call
+    (:meth:`TorchLinearModel.fit_tensors`); any other Captum ``Model`` (``SkLearnLasso``,
+    say) is fitted once per instance and target through a ``DataLoader``, as Captum does.
+
+    Args:
+        model: a :class:`TorchLinearModel` or a Captum ``Model`` with ``fit``/``representation``.
+        X: ``(B, n, F)``.
+        y: ``(B, n, K)``.
+        sample_weight: ``(B, n)``.
+        differentiable: keep the autograd graph from ``y`` to the coefficients.
+        sync_free: no host synchronisation (torchlime's models only).
+        active: ``(B, F)`` bool, the features each instance has (torchlime's models only).
+
+    Returns:
+        :class:`torchlime.functional.SurrogateFit` with coefficients ``(B, K, F)``.
+
+    Raises:
+        ValueError: differentiable, sync-free or active-feature fitting asked of a model
+            that cannot do it.
+
+    Example:
+        >>> X = torch.tensor([[[0., 1.], [1., 0.], [1., 1.], [0., 0.]]])
+        >>> fit_model(Ridge(alpha=0.0), X, (X @ torch.tensor([2., -1.])).unsqueeze(-1), torch.ones(1, 4)).coef
+        tensor([[[ 2., -1.]]])
+    """
+    if hasattr(model, "fit_tensors"):
+        return model.fit_tensors(X, y, sample_weight, differentiable, sync_free=sync_free, active=active)
+    if differentiable:
+        check_differentiable(model)
+    if sync_free or active is not None:
+        what = "sync_free=True" if sync_free else "songs with different feature counts in one batch"
+        raise ValueError(f"{what} needs one of torchlime's models (Ridge, LinearRegression, Lasso), got {type(model).__name__}")
+    B, n, K = y.shape
+    coefs, intercepts = [], []
+    for b in range(B):
+        for k in range(K):
+            data = TensorDataset(X[b].float(), y[b, :, k].float(), sample_weight[b].float())
+            model.fit(DataLoader(data, batch_size=n))
+            coefs.append(model.representation().reshape(-1).to(X.device, torch.float32))
+            bias = model.bias() if callable(getattr(model, "bias", None)) else None
+            intercepts.append(
+                bias.reshape(-1)[0].to(X.device, torch.float32) if bias is not None else X.new_zeros(()).float()
+            )
+    coef = torch.stack(coefs).reshape(B, K, -1)
+    intercept = torch.stack(intercepts).reshape(B, K)
+    pred = X.float() @ coef.transpose(-1, -2) + intercept.unsqueeze(-2)
+    score = S.weighted_r2(y.float(), pred, sample_weight.float())
+    return S.SurrogateFit(coef, intercept, score, pred[:, 0])

@@ -14,9 +14,9 @@ import torch
 from torch import Tensor
 
 from .._buffers import chunk_buffer
-from ..attr._batched import batched
-from ..attr._lime_base import LimeBase
-from ..functional.kernels import cosine_distance, lime_kernel
+from .._checks import check_choice, check_int
+from ..functional.engine import explain_masks, model_outputs, rows_output
+from ..functional.kernels import mask_kernel_weights
 from ..functional.sampling import bernoulli_masks, check_masks
 from ..models import LimeSurrogate
 from ._explanation import Explanation
@@ -98,40 +98,6 @@ def _stack(parts: list[tuple], songs: list[_Song], waves: Tensor) -> tuple:
     return (waves, torch.cat(ids), torch.cat(attention))
 
 
-class _MaskKernelLimeBase(LimeBase):
-    """LimeBase whose weights are lime's kernel on cosine distances between masks and row 0."""
-
-    def __init__(self, *args: Any, kernel_width: float, distance_scale: float, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.kernel_width = kernel_width
-        self.distance_scale = distance_scale
-
-    #: F of each song when several songs (padded to the largest F) share one batch.
-    feature_counts: list[int] | None = None
-    #: the surrogate's feature selection of each song, after a batch of songs.
-    selections: list[Any] | None = None
-
-    def _weights_from_masks(self, masks: Tensor) -> Tensor:
-        if self.feature_counts is not None:
-            return torch.cat([self._kernel(masks[b : b + 1, :, :f]) for b, f in enumerate(self.feature_counts)])
-        return self._kernel(masks)
-
-    def _kernel(self, masks: Tensor) -> Tensor:
-        distances = cosine_distance(masks, masks[..., :1, :]) * self.distance_scale
-        return lime_kernel(distances, self.kernel_width)
-
-    def _fit(self, Z: Tensor, Y: Tensor, W: Tensor, differentiable: bool) -> Any:
-        if self.feature_counts is None:
-            return super()._fit(Z, Y, W, differentiable)
-        fits, self.selections = [], []
-        F = Z.shape[-1]
-        for b, f in enumerate(self.feature_counts):
-            fit = super()._fit(Z[b : b + 1, :, :f], Y[b : b + 1], W[b : b + 1], differentiable)
-            fits.append(fit._replace(coef=torch.nn.functional.pad(fit.coef, (0, F - f))))
-            self.selections.append(self.interpretable_model.last_selection)
-        return type(fits[0])(*(torch.cat(parts) for parts in zip(*fits)))
-
-
 class MusicLime:
     """Explain a multimodal (audio + lyrics) music classifier, MusicLIME style.
 
@@ -163,7 +129,7 @@ class MusicLime:
         >>> stems = torch.randn(4, 1, 800)
         >>> audio = StemFactorization(stems, sample_rate=8000, num_segments=4)
         >>> model = lambda a: torch.stack([a[:, 0, :200].pow(2).mean(-1), a.pow(2).mean((1, 2))], 1)
-        >>> exp = MusicLime(model).explain(audio, targets=[0], n_samples=200, modality="audio",
+        >>> exp = MusicLime(model).explain(audio, target=[0], n_samples=200, modality="audio",
         ...                                 generator=torch.Generator().manual_seed(0))
         >>> sorted(f["feature"] for f in exp.get_explanation(0, 4))
         ['bass_T0', 'drums_T0', 'other_T0', 'vocals_T0']
@@ -203,7 +169,7 @@ class MusicLime:
         self,
         audio: StemFactorization | Sequence[StemFactorization] | None,
         lyrics: Any = None,
-        targets: Sequence[int] | int | str = (1,),
+        target: Sequence[int | str] | int | str = (1,),
         n_samples: int = 1000,
         *,
         modality: str = "both",
@@ -211,10 +177,11 @@ class MusicLime:
         feature_selection: str = "auto",
         masks: Tensor | None = None,
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
-        batch_size: int = 100,
+        perturbations_per_eval: int = 100,
         show_progress: bool = False,
         song_info: dict | Sequence[dict] | None = None,
         songs_per_batch: int = 1,
+        **deprecated: Any,
     ) -> Explanation | list[Explanation]:
         """Explain one song, or several (lists of factorizations, one explanation each).
 
@@ -222,7 +189,9 @@ class MusicLime:
             audio: a :class:`StemFactorization` (or a list, one per song; None with
                 ``modality="lyrics"`` and an audio-free model is not supported).
             lyrics: a :class:`LyricsFactorization` (or a list), or None for audio-only.
-            targets: the class indices to explain (for every song), or "all" classes.
+            target: the class indices to explain (for every song; lime's and MusicLIME's
+                ``labels``, default class 1), "all" classes, or "predicted" (each song's
+                predicted class; may be listed with indices: ``["predicted", 0]``).
             n_samples: perturbations per song (>= 2).
             modality: "both", "audio" (lyrics fixed on) or "lyrics" (audio fixed on).
             num_features: features kept by the feature selection.
@@ -233,13 +202,16 @@ class MusicLime:
             generator: a ``torch.Generator`` on the audio's device, for reproducible masks
                 (songs draw from it in order), or one per song (each song's masks then
                 depend on its own generator only, whatever the batch it is in).
-            batch_size: perturbations per forward call.
+            perturbations_per_eval: perturbations of each song per forward call (Captum's
+                name; ``batch_size`` is its deprecated alias).
             show_progress: a tqdm bar over the forward calls.
             song_info: metadata stored in each explanation's JSON.
             songs_per_batch: explain up to this many songs together: each forward call gets
-                ``batch_size`` perturbations of every song in the group (songs whose audio
+                ``perturbations_per_eval`` perturbations of every song in the group (songs whose audio
                 has the same shape; token rows are padded to the longest). The masks, and
                 so the explanations, are those of one call per song.
+            **deprecated: ``targets`` and ``batch_size``, the old names of ``target`` and
+                ``perturbations_per_eval`` (they warn, and go in the next release).
 
         Returns:
             An :class:`Explanation` (a list of them for a list of songs).
@@ -248,8 +220,8 @@ class MusicLime:
             ValueError: unknown modality, missing factorization for it, bad targets, a
                 model that returns the wrong number of classes, bad masks, songs_per_batch < 1.
         """
-        if modality not in MODALITIES:
-            raise ValueError(f"expected modality in {list(MODALITIES)}, got {modality!r}")
+        target, perturbations_per_eval = _renamed(deprecated, target, perturbations_per_eval)
+        check_choice(modality, "modality", MODALITIES)
         many = isinstance(audio, (list, tuple)) or isinstance(lyrics, (list, tuple))
         audios = list(audio) if isinstance(audio, (list, tuple)) else [audio]
         lyricses = list(lyrics) if isinstance(lyrics, (list, tuple)) else [lyrics] * len(audios)
@@ -258,15 +230,9 @@ class MusicLime:
         if len(audios) != len(lyricses):
             raise ValueError(f"expected as many lyrics as audio factorizations, got {len(lyricses)} and {len(audios)}")
         infos = list(song_info) if isinstance(song_info, (list, tuple)) else [song_info] * len(audios)
-        if isinstance(targets, str):
-            if targets != "all":
-                raise ValueError(f"expected targets as class indices or 'all', got {targets!r}")
-        else:
-            targets = [int(targets)] if isinstance(targets, (int, np.integer)) else [int(t) for t in targets]
-        if not targets:
-            raise ValueError("expected at least one target, got none")
-        if isinstance(songs_per_batch, bool) or not isinstance(songs_per_batch, int) or songs_per_batch < 1:
-            raise ValueError(f"expected songs_per_batch >= 1, got {songs_per_batch!r}")
+        targets = _song_targets(target)
+        check_int(songs_per_batch, "songs_per_batch", 1)
+        check_int(perturbations_per_eval, "perturbations_per_eval", 1)
         if masks is not None and masks.dim() == 3 and masks.shape[0] != len(audios):
             raise ValueError(f"expected (B, n, F) masks with B = {len(audios)} songs, got shape {tuple(masks.shape)}")
         generators = list(generator) if isinstance(generator, (list, tuple)) else [generator] * len(audios)
@@ -279,7 +245,7 @@ class MusicLime:
         out: list[Explanation | None] = [None] * len(songs)
         for group in _groups(songs, songs_per_batch):
             explained = self._explain_group([songs[b] for b in group], targets, modality, num_features,
-                                            feature_selection, batch_size, show_progress,
+                                            feature_selection, perturbations_per_eval, show_progress,
                                             masks is not None)
             for b, exp in zip(group, explained):
                 out[b] = exp
@@ -287,7 +253,7 @@ class MusicLime:
 
     # -- songs --------------------------------------------------------------------------------
 
-    def _prepare(self, audio, lyrics, info, modality, n_samples, masks, generator) -> _Song:
+    def _prepare(self, audio, lyrics, info, modality, n_samples, masks, generator, draw=True) -> _Song:
         """Check one song and draw its masks (in song order, as a loop of single calls would)."""
         if audio is None:
             raise ValueError("expected an audio factorization (StemFactorization), got None")
@@ -298,7 +264,9 @@ class MusicLime:
         Fa = audio.num_features if use_audio else 0
         Fl = lyrics.num_features if use_lyrics else 0
         device = audio.device
-        if masks is None:
+        if not draw:
+            Z = None
+        elif masks is None:
             Z = bernoulli_masks(n_samples, Fa + Fl, first_row_ones=True, device=device, generator=generator)
         else:
             Z = check_masks(masks, Fa + Fl)[0].to(device=device, dtype=torch.float32)
@@ -306,27 +274,28 @@ class MusicLime:
         return _Song(audio, lyrics, info, Fa, Fl, Z, seed)
 
     def _explain_group(self, songs, targets, modality, num_features, feature_selection,
-                       batch_size, show_progress, explicit_masks) -> list[Explanation]:
-        """Explain songs whose audio has one shape together: their forwards share batches."""
+                       perturbations_per_eval, show_progress, explicit_masks) -> list[Explanation]:
+        """Explain songs whose audio has one shape together: forwards share calls, one batched fit.
+
+        Songs with fewer features are padded with always-on columns; ``active`` keeps the
+        kernel and the fit to each song's own features.
+        """
         device = songs[0].audio.device
         n_samples = songs[0].Z.shape[0]
         if any(song.Z.shape[0] != n_samples for song in songs):
             raise ValueError(f"expected the same number of masks for every song, got {[s.Z.shape[0] for s in songs]}")
         F = max(song.F for song in songs)
         B = len(songs)
-        # Songs with fewer features are padded with always-on columns; their kernel and
-        # fit use their own columns only (see _MaskKernelLimeBase.feature_counts).
         Z = torch.ones(B, n_samples, F, device=device)
         for b, song in enumerate(songs):
             Z[b, :, : song.F] = song.Z
+        counts = torch.tensor([song.F for song in songs], device=device)
+        active = torch.arange(F, device=device) < counts.unsqueeze(-1)  # (B, F)
         legacy = self.forward_func is None
-
         stems = songs[0].audio.stems
         buffers: dict[str, Tensor] = {}
 
-        @batched
-        def transform(z: Tensor, original: Any, **kw: Any) -> tuple:
-            z = z.reshape(-1, z.shape[-2], z.shape[-1])
+        def transform(z: Tensor) -> tuple:
             c = z.shape[1]
             # A legacy predict_fn gets numpy views of the waves, which users may keep: no reuse.
             waves = chunk_buffer(None if legacy or not self.reuse_buffers else buffers, "waves",
@@ -335,46 +304,53 @@ class MusicLime:
                      for b, song in enumerate(songs)]
             return _stack(parts, songs, waves)
 
-        @batched
-        def unused_similarity(*args: Any, **kw: Any) -> Tensor:  # weights come from the masks
-            raise AssertionError("MusicLime computes weights from the masks")
+        kernel = self.kernel_parameters
 
-        forward = self._forward_legacy if legacy else self._forward_batched
+        def sample_weight(masks: Tensor) -> Tensor:
+            return mask_kernel_weights(masks, kernel["kernel_width"], reference=kernel["reference"],
+                                       distance_scale=kernel["distance_scale"], active=active)
+
         surrogate = LimeSurrogate(num_features=num_features, feature_selection=feature_selection)
-        engine = _MaskKernelLimeBase(
-            forward, surrogate, unused_similarity, lambda *a, **k: None, True, transform, None,
-            kernel_width=self.kernel_width, distance_scale=self.distance_scale,
-        )
-        if B > 1:
-            engine.feature_counts = [song.F for song in songs]
-        original = transform(torch.ones(B, 1, F, device=device), None)
-        with torch.no_grad():
-            predictions = forward(*original)
-        classes = predictions.shape[-1]
-        targets = list(range(classes)) if targets == "all" else targets
-        for t in targets:
-            if not -classes <= t < classes:
-                raise ValueError(f"target {t} is out of range for a model with {classes} classes")
-        fit = engine.attribute(
-            original, target=[list(targets)] * B, n_samples=n_samples, perturbations_per_eval=batch_size,
-            show_progress=show_progress, masks=Z if B > 1 else Z[0], return_fit=True,
-        )
-        selections = engine.selections if B > 1 else [surrogate.last_selection]
+        fitted: list[int] = []
+
+        def resolve(first: Tensor) -> Any:  # the labels to fit, from the model's output on row 0
+            classes = first.shape[-1]
+            labels = _resolve_labels(targets, first, classes)
+            fitted.extend(sorted({t % classes for song_labels in labels for t in song_labels}))
+            return [fitted] * B
+
+        progress = _progress(show_progress, -(-n_samples // perturbations_per_eval))
+        try:
+            with torch.no_grad():
+                result = explain_masks(
+                    self._raw_forward, transform, Z,
+                    lambda X, y, w: surrogate.fit_tensors(X, y, w, active=active),
+                    sample_weight=sample_weight, target=resolve, perturbations_per_eval=perturbations_per_eval,
+                    names=[_song_name(song, b) for b, song in enumerate(songs)],
+                    finish=lambda out, rows: self._finish(out, device, rows), progress=progress.update,
+                )
+        finally:
+            progress.close()
+        predictions = result.first
+        if explicit_masks and not bool((Z[:, 0] == 1).all()):  # row 0 is not the song itself
+            predictions = torch.cat([self.forward_masks(torch.ones(1, s.F, device=device), s.audio, s.lyrics,
+                                                        modality=modality) for s in songs])
+        labels = _resolve_labels(targets, predictions, predictions.shape[-1])
+        fit = result.fit
         out = []
         for b, song in enumerate(songs):
             use_lyrics = song.Fl > 0
             names = (song.audio.feature_names if song.Fa else []) + (song.lyrics.feature_names if use_lyrics else [])
             types = ["audio"] * song.Fa + ["lyrics"] * song.Fl
-            song_fit = type(fit)(*(t[b : b + 1, ..., : song.F] if i == 0 else t[b : b + 1] for i, t in enumerate(fit)))
+            rows = [fitted.index(t % predictions.shape[-1]) for t in labels[b]]
+            song_fit = _take_song(fit, b, rows, song.F)
             out.append(Explanation.from_fit(
-                song_fit, selections[b], targets, names, types, predictions[b],
+                song_fit, song_fit.selection, labels[b], names, types, predictions[b],
                 audio_factorization=song.audio, lyrics_factorization=song.lyrics,
                 metadata=dict(
                     n_samples=n_samples, modality=modality, num_features=num_features,
-                    feature_selection=feature_selection, kernel="sqrt(exp(-d^2 / w^2))",
-                    kernel_width=self.kernel_width, distance="cosine between masks and row 0",
-                    distance_scale=self.distance_scale, batch_size=batch_size,
-                    seed=song.seed,
+                    feature_selection=feature_selection, **kernel,
+                    perturbations_per_eval=perturbations_per_eval, seed=song.seed,
                     explicit_masks=explicit_masks, num_audio_features=song.Fa, num_lyrics_features=song.Fl,
                     lyrics_unit=getattr(song.lyrics, "unit", None) if use_lyrics else None,
                     song_info=song.info or {}, songs_per_batch=B,
@@ -382,29 +358,159 @@ class MusicLime:
             ))
         return out
 
+    @property
+    def kernel_parameters(self) -> dict[str, Any]:
+        """Every parameter of the kernel, as explanations record them (and evaluation reads them)."""
+        return dict(kernel="sqrt(exp(-(s d)^2 / w^2))", kernel_width=self.kernel_width,
+                    distance="cosine", reference="first", distance_scale=self.distance_scale)
+
+    def forward_masks(
+        self,
+        masks: Tensor,
+        audio: StemFactorization,
+        lyrics: Any = None,
+        *,
+        modality: str = "both",
+        perturbations_per_eval: int | None = None,
+    ) -> Tensor:
+        """The model's output on masks of one song, composed exactly as :meth:`explain` does.
+
+        Args:
+            masks: ``(m, F)`` over the features ``[audio | lyrics]`` that ``modality``
+                explains (the other modality is fixed on).
+            audio: the song's :class:`StemFactorization`.
+            lyrics: its :class:`LyricsFactorization`, or None.
+            modality: "both", "audio" or "lyrics".
+            perturbations_per_eval: rows per forward call (None: all at once).
+
+        Returns:
+            ``(m, classes)`` (after softmax with ``apply_softmax``).
+
+        Raises:
+            ValueError: masks of the wrong shape, an unknown modality, a missing factorization.
+
+        Example:
+            >>> from torchlime.music import StemFactorization
+            >>> audio = StemFactorization(torch.randn(4, 1, 800), sample_rate=8000, num_segments=2)
+            >>> model = lambda a: torch.stack([a.pow(2).mean((1, 2)), a[:, 0, :400].pow(2).mean(-1)], 1)
+            >>> MusicLime(model).forward_masks(torch.ones(3, 8), audio, modality="audio").shape
+            torch.Size([3, 2])
+        """
+        check_choice(modality, "modality", MODALITIES)
+        song = self._prepare(audio, lyrics, None, modality, 2, None, None, draw=False)
+        if not isinstance(masks, Tensor) or masks.dim() != 2 or masks.shape[1] != song.F:
+            shape = tuple(masks.shape) if isinstance(masks, Tensor) else type(masks).__name__
+            raise ValueError(f"expected masks of shape (m, {song.F}) for this song and modality={modality!r}, got {shape}")
+        legacy = self.forward_func is None
+        with torch.no_grad():
+            run = model_outputs(
+                self._raw_forward, lambda z: song.compose(z[0], legacy), masks.to(audio.device).unsqueeze(0),
+                target="all", perturbations_per_eval=perturbations_per_eval,
+                finish=lambda out, rows: self._finish(out, audio.device, rows),
+            )
+        return run.outputs[0]
+
     # -- the model contracts ----------------------------------------------------------------
 
     def _finish(self, out: Any, device: torch.device, rows: int) -> Tensor:
-        out = torch.as_tensor(np.asarray(out) if not isinstance(out, Tensor) else out, device=device)
-        if out.dim() != 2 or out.shape[0] != rows:
+        """The model's output as ``(rows, classes)`` floats (softmax with ``apply_softmax``)."""
+        out = rows_output(out, rows, device)
+        if out.dim() != 2:
             raise ValueError(f"expected the model to return (n, classes) = ({rows}, C), got shape {tuple(out.shape)}")
         if self.num_classes is not None and out.shape[1] != self.num_classes:
             raise ValueError(f"expected the model to return {self.num_classes} classes, got {out.shape[1]}")
-        if not out.dtype.is_floating_point:
-            out = out.float()
         return out.softmax(-1) if self.apply_softmax else out
 
-    def _forward_song(self, song: _Song, z: Tensor) -> Tensor:
-        """The model's ``(c, classes)`` output on one song's masks ``(c, F)``, composed as in explain."""
-        if self.forward_func is None:
-            return self._forward_legacy(*song.compose(z, legacy=True))
-        return self._forward_batched(*song.compose(z, legacy=False))
-
-    def _forward_batched(self, *inputs: Tensor) -> Tensor:
-        out = self.forward_func(*inputs)
-        return self._finish(out, inputs[0].device, inputs[0].shape[0])
-
-    def _forward_legacy(self, waves: Tensor, texts: list[str]) -> Tensor:
+    def _raw_forward(self, *inputs: Any) -> Any:
+        """Call the model on composed inputs: ``forward_func(audio, ids, attention)`` or the
+        legacy ``predict_fn(texts, waveforms as numpy arrays)``."""
+        if self.forward_func is not None:
+            return self.forward_func(*inputs)
+        waves, texts = inputs
         mono = waves.shape[1] == 1
         arrays = [w[0].cpu().numpy() if mono else w.cpu().numpy() for w in waves]
-        return self._finish(self.predict_fn(list(texts), arrays), waves.device, waves.shape[0])
+        return self.predict_fn(list(texts), arrays)
+
+
+def _renamed(deprecated: dict, target: Any, perturbations_per_eval: int) -> tuple[Any, int]:
+    """``targets=`` and ``batch_size=``, the old names, with a DeprecationWarning."""
+    import warnings
+
+    for old, new in (("targets", "target"), ("batch_size", "perturbations_per_eval")):
+        if old in deprecated:
+            warnings.warn(f"MusicLime.explain({old}=...) is deprecated; use {new}=", DeprecationWarning, stacklevel=3)
+    unknown = set(deprecated) - {"targets", "batch_size"}
+    if unknown:
+        raise TypeError(f"MusicLime.explain() got unexpected keyword arguments {sorted(unknown)}")
+    return deprecated.get("targets", target), deprecated.get("batch_size", perturbations_per_eval)
+
+
+def _song_targets(target: Any) -> list[Any] | str:
+    """The labels asked for, as a list of ints and "predicted", or "all"."""
+    if isinstance(target, str) and target == "all":
+        return "all"
+    values = [target] if isinstance(target, (str, int, np.integer)) else list(target)
+    if not values:
+        raise ValueError("expected at least one target, got none")
+    for t in values:
+        if not (t == "predicted" if isinstance(t, str) else isinstance(t, (int, np.integer)) and not isinstance(t, bool)):
+            raise ValueError(f"expected target as class indices, 'predicted' or 'all', got {target!r}")
+    return [t if isinstance(t, str) else int(t) for t in values]
+
+
+def _resolve_labels(targets: list[Any] | str, predictions: Tensor, classes: int) -> list[list[int]]:
+    """Each song's labels: the asked ones, with "predicted" replaced by its argmax, no repeats."""
+    if targets == "all":
+        return [list(range(classes))] * predictions.shape[0]
+    for t in targets:
+        if not isinstance(t, str) and not -classes <= t < classes:
+            raise ValueError(f"target {t} is out of range for a model with {classes} classes")
+    out = []
+    for b in range(predictions.shape[0]):
+        labels: list[int] = []
+        for t in targets:
+            value = int(predictions[b].argmax()) if isinstance(t, str) else t % classes
+            if value not in labels:
+                labels.append(value)
+        out.append(labels)
+    return out
+
+
+def _take_song(fit: Any, b: int, rows: list[int], F: int) -> Any:
+    """Song b's part of a group fit: its labels' rows and its own F features, as ``(1, K, F)``."""
+    idx = torch.tensor(rows, device=fit.coef.device)
+
+    def take(t: Any, features: bool) -> Any:
+        if t is None:
+            return None
+        if isinstance(t, tuple):  # FeatureSelection: (selected (B, K, F), order (B, K, F), count (B, K))
+            return type(t)(*(take(v, v.dim() == 3) for v in t))
+        t = t[b : b + 1].index_select(1, idx)
+        return t[..., :F] if features else t
+
+    return type(fit)(*(take(t, name in ("coef", "stderr")) for name, t in zip(fit._fields, fit)))
+
+
+def _song_name(song: _Song, b: int) -> str:
+    """How errors name a song: its id or audio path from ``song_info``, else its position."""
+    info = song.info or {}
+    for key in ("id", "audio", "name"):
+        if info.get(key):
+            return f"song {info[key]!r}"
+    return f"song {b}"
+
+
+class _NoProgress:
+    def update(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(show: bool, total: int) -> Any:
+    if not show:
+        return _NoProgress()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="MusicLime explanation")

@@ -6,98 +6,33 @@ F interpretable features, K targets, S stems, G segments, C channels, T audio sa
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from .._checks import check_int
 from ..functional import surrogate as S
+from ..functional.engine import explain_masks, model_outputs, parse_target, select_targets
+from ..functional.kernels import mask_kernel_weights
 from ..functional.sampling import bernoulli_masks
-from ..functional.step import compose_segments, even_boundaries, mask_kernel_weights
-from ..models import Lasso, LinearRegression, Ridge
+from ..functional.step import compose_segments, even_boundaries
+from ..models import Lasso, LinearRegression, Ridge, check_differentiable, fit_model
 
 __all__ = ["ExplainStep", "StemsTransform", "check_differentiable"]
-
-# Why an interpretable model cannot give coefficients that carry gradients.
-_NOT_DIFFERENTIABLE = {
-    "Lasso": "its coefficients come from an iterative soft-thresholding solve whose active set "
-    "is a discrete choice",
-    "LimeSurrogate": "its feature selection (lime's forward selection, highest weights or lasso "
-    "path) is a discrete choice made on the host",
-    "SkLearnLasso": "it fits in scikit-learn, outside autograd",
-    "SkLearnRidge": "it fits in scikit-learn, outside autograd",
-    "SkLearnLinearRegression": "it fits in scikit-learn, outside autograd",
-}
-
-
-def check_differentiable(model: Any) -> None:
-    """Raise unless ``model`` can give coefficients that carry gradients (Ridge, LinearRegression).
-
-    The weighted ridge (and least-squares) solution is linear in the model's outputs, so
-    autograd goes through it; a lasso or lime's feature selection picks features by a
-    discrete, data-dependent choice, and a scikit-learn model fits outside autograd.
-
-    Args:
-        model: an interpretable model.
-
-    Raises:
-        ValueError: naming the model and why it cannot.
-
-    Example:
-        >>> from torchlime.models import Ridge
-        >>> check_differentiable(Ridge(alpha=1.0))
-    """
-    if isinstance(model, (Ridge, LinearRegression)):
-        return
-    name = type(model).__name__
-    reason = _NOT_DIFFERENTIABLE.get(name, "it is not one of torchlime's closed-form models")
-    raise ValueError(
-        f"differentiable=True needs an interpretable model whose solution is differentiable "
-        f"(torchlime.models.Ridge or LinearRegression), got {name}: {reason}"
-    )
-
-
-def _solver(model: Any, differentiable: bool) -> Callable[[Tensor, Tensor, Tensor], S.SurrogateFit]:
-    """The batched, sync-free fit of ``model``: ``(X (B, n, F), y (B, n, K), w (B, n))``."""
-    if differentiable:
-        check_differentiable(model)
-    if isinstance(model, Ridge):
-        alpha, intercept = float(model.alpha), bool(model.fit_intercept)
-        if alpha > 0:
-            return lambda X, y, w: _ridge(X, y, w, alpha, intercept)
-        return lambda X, y, w: S.ridge(X, y, w, alpha=alpha, fit_intercept=intercept)
-    if isinstance(model, LinearRegression):
-        intercept = bool(model.fit_intercept)
-        return lambda X, y, w: S.linear_regression(X, y, w, fit_intercept=intercept, warn_singular=False)
-    if isinstance(model, Lasso):
-        alpha, intercept, iters = float(model.alpha), bool(model.fit_intercept), int(model.max_iter)
-        return lambda X, y, w: S.lasso(X, y, w, alpha=alpha, fit_intercept=intercept, max_iter=iters, sync_free=True)
-    raise ValueError(
-        f"expected an interpretable model with a sync-free batched fit (torchlime.models.Ridge, "
-        f"LinearRegression or Lasso), got {type(model).__name__}"
-    )
-
-
-def _ridge(X: Tensor, y: Tensor, w: Tensor, alpha: float, fit_intercept: bool) -> S.SurrogateFit:
-    """:func:`torchlime.functional.ridge`: Cholesky with ``cholesky_ex`` (no error-code sync) and
-    two triangular solves (no allocation inside a CUDA graph capture)."""
-    return S.ridge(X, y, w, alpha=alpha, fit_intercept=fit_intercept)
-
-
-def _positive_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"expected {name} >= {minimum}, got {value!r}")
-    return value
 
 
 class ExplainStep:
     """One LIME explanation of a fixed size: masks, model inputs, forward, kernel, surrogate fit.
 
     Built once for ``n_samples`` masks over ``num_features`` features and called on a batch
-    of B instances every training step. For a fixed B the call has static shapes and no
-    host-device synchronisation (no ``.item()``, no branch on tensor values), so it runs
-    under ``torch.compile(step, fullgraph=True)`` and inside a CUDA graph. With
+    of B instances every training step. It is a thin layer over torchlime's engine
+    (:func:`torchlime.functional.engine.explain_masks`) with every host sync switched
+    off: for a fixed B the call has static shapes and no host-device synchronisation (no
+    ``.item()``, no branch on tensor values), so it runs under
+    ``torch.compile(step, fullgraph=True)`` and inside a CUDA graph. With
     ``differentiable=True`` the coefficients keep the autograd graph to the model's
     parameters: the weighted ridge solution is linear in the model's outputs.
 
@@ -120,18 +55,21 @@ class ExplainStep:
         n_samples: n masks per instance (>= 2).
         interpretable_model: ``torchlime.models.Ridge`` (default ``Ridge(alpha=1.0)``;
             with alpha > 0 solved by a Cholesky factor and two triangular solves, which CUDA
-            graphs capture), ``LinearRegression`` (a pseudo-inverse), or ``Lasso`` (fitted with
-            ``sync_free=True``; not differentiable, and too long a loop to compile well).
+            graphs capture), ``LinearRegression`` (iterated Tikhonov on a Cholesky factor,
+            the sync-free minimum-norm solve), or ``Lasso`` (its sync-free FISTA; not
+            differentiable, and too long a loop to compile well). The model fits itself
+            (:meth:`torchlime.models.TorchLinearModel.fit_tensors` with ``sync_free=True``).
         kernel_width: w of the default kernel (lime's image explainer: 0.25).
         kernel: ``kernel(masks (B, n, F)) -> (B, n)`` weights, instead of the default.
         first_row_ones: :meth:`draw` sets row 0 of every instance to all ones (the
             unperturbed instance, so ``outputs[:, 0]`` is the model's prediction).
-        chunk_size: at most this many samples per instance per forward call (None: all n).
+        perturbations_per_eval: at most this many samples per instance per forward call
+            (None: all n; ``chunk_size`` is its deprecated alias).
         differentiable: keep the autograd graph from the model's outputs to the coefficients.
 
     Raises:
         ValueError: bad sizes, or an interpretable model that cannot do what is asked
-            (see :func:`check_differentiable`).
+            (see :func:`torchlime.models.check_differentiable`).
 
     Example:
         >>> import torch
@@ -158,31 +96,48 @@ class ExplainStep:
         kernel_width: float = 0.25,
         kernel: Callable[[Tensor], Tensor] | None = None,
         first_row_ones: bool = True,
-        chunk_size: int | None = None,
+        perturbations_per_eval: int | None = None,
         differentiable: bool = False,
+        chunk_size: int | None = None,
     ) -> None:
         if not callable(forward):
             raise TypeError(f"expected forward to be callable, got {type(forward).__name__}")
         if not callable(transform):
             raise TypeError(f"expected transform to be callable, got {type(transform).__name__}")
-        self.num_features = _positive_int("num_features", num_features, 1)
-        self.n_samples = _positive_int("n_samples", n_samples, 2)
+        self.num_features = check_int(num_features, "num_features", 1)
+        self.n_samples = check_int(n_samples, "n_samples", 2)
         if chunk_size is not None:
-            _positive_int("chunk_size", chunk_size, 1)
+            warnings.warn("ExplainStep(chunk_size=...) is deprecated; use perturbations_per_eval=",
+                          DeprecationWarning, stacklevel=2)
+            check_int(chunk_size, "chunk_size", 1)
+            perturbations_per_eval = chunk_size if perturbations_per_eval is None else perturbations_per_eval
+        if perturbations_per_eval is not None:
+            check_int(perturbations_per_eval, "perturbations_per_eval", 1)
         if not kernel_width > 0:
             raise ValueError(f"expected kernel_width > 0, got {kernel_width}")
         if kernel is not None and not callable(kernel):
             raise TypeError(f"expected kernel to be callable or None, got {type(kernel).__name__}")
         model = Ridge(alpha=1.0) if interpretable_model is None else interpretable_model
-        self._solve = _solver(model, differentiable)
+        if differentiable:
+            check_differentiable(model)
+        if not getattr(model, "supports_sync_free", False):
+            raise ValueError(
+                f"expected an interpretable model that fits without host synchronisation "
+                f"(torchlime.models.Ridge, LinearRegression or Lasso), got {type(model).__name__}"
+            )
         self.forward = forward
         self.transform = transform
         self.interpretable_model = model
         self.kernel_width = float(kernel_width)
         self.kernel = kernel
         self.first_row_ones = bool(first_row_ones)
-        self.chunk_size = chunk_size
+        self.perturbations_per_eval = perturbations_per_eval
         self.differentiable = bool(differentiable)
+
+    @property
+    def chunk_size(self) -> int | None:
+        """Deprecated name of :attr:`perturbations_per_eval`."""
+        return self.perturbations_per_eval
 
     def __repr__(self) -> str:
         return (
@@ -212,7 +167,7 @@ class ExplainStep:
             device: where the masks live (default: the generator's device, else CPU).
             dtype: dtype of the masks.
         """
-        _positive_int("batch_size", batch_size, 1)
+        check_int(batch_size, "batch_size", 1)
         return bernoulli_masks(
             self.n_samples, self.num_features, batch_shape=(batch_size,), first_row_ones=self.first_row_ones,
             device=device, dtype=dtype, generator=generator,
@@ -231,22 +186,10 @@ class ExplainStep:
             ValueError: masks of the wrong shape, or a forward with the wrong number of rows.
         """
         self._check_masks(masks)
-        B, n, _ = masks.shape
-        chunk = n if self.chunk_size is None else self.chunk_size
-        outs = []
-        for start in range(0, n, chunk):
-            zc = masks[:, start : start + chunk]
-            c = zc.shape[1]
-            inputs = self.transform(zc, original)
-            out = self.forward(*inputs) if isinstance(inputs, tuple) else self.forward(inputs)
-            if not isinstance(out, Tensor) or out.dim() not in (1, 2) or out.shape[0] != B * c:
-                shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-                raise ValueError(
-                    f"expected forward to return ({B * c}, K) or ({B * c},) for {B} instances x {c} "
-                    f"samples, got {shape}"
-                )
-            outs.append(out.reshape(B, c, -1))
-        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+        return model_outputs(
+            self.forward, lambda z: self.transform(z, original), masks, target="all",
+            perturbations_per_eval=self.perturbations_per_eval,
+        ).outputs
 
     def weights(self, masks: Tensor) -> Tensor:
         """Kernel weights ``(B, n)`` of the masks."""
@@ -254,24 +197,35 @@ class ExplainStep:
             return self.kernel(masks)
         return mask_kernel_weights(masks, self.kernel_width)
 
+    def _fit(self, X: Tensor, y: Tensor, w: Tensor) -> S.SurrogateFit:
+        return fit_model(self.interpretable_model, X, y, w, differentiable=self.differentiable, sync_free=True)
+
     def fit(self, masks: Tensor, outputs: Tensor, target: int | Tensor | None = None) -> S.SurrogateFit:
         """Kernel weights and the surrogate fit for given outputs.
 
         Args:
             masks: ``(B, n, F)``.
             outputs: ``(B, n, K_out)`` from :meth:`outputs`.
-            target: None (explain every output: coefficients ``(B, K_out, F)``), an int
-                (one output for all: ``(B, F)``), a ``(B,)`` long tensor (one output per
-                instance, e.g. its label: ``(B, F)``) or a ``(B, K)`` long tensor
-                (``(B, K, F)``). Tensor targets are gathered on the device, unchecked
-                (checking their values would sync).
+            target: None (explain every output: coefficients ``(B, K_out, F)``, or ``(B, F)``
+                for a single output), an int (one output for all: ``(B, F)``), a ``(B,)``
+                integer tensor (one output per instance, e.g. its label: ``(B, F)``) or a
+                ``(B, K)`` integer tensor (``(B, K, F)``). Tensor targets are gathered on the
+                device, unchecked (checking their values would sync).
 
         Returns:
             :class:`torchlime.functional.SurrogateFit` in the outputs' float dtype.
         """
         self._check_masks(masks)
-        y = _select(outputs, target)
-        return self._solve(masks, y, self.weights(masks))
+        if not isinstance(outputs, Tensor) or outputs.dim() != 3:
+            shape = tuple(outputs.shape) if isinstance(outputs, Tensor) else type(outputs).__name__
+            raise ValueError(f"expected outputs of shape (B, n, K), got shape {shape}")
+        if not outputs.dtype.is_floating_point:
+            outputs = outputs.float()
+        B, n, K = outputs.shape
+        parsed = parse_target(_step_target(target, K), B, (K,), default="all", device=outputs.device)
+        y = select_targets(outputs.reshape(B * n, K), parsed, B, n)
+        fit = self._fit(masks.to(y.dtype), y, self.weights(masks))
+        return fit if parsed.multi else type(fit)(*(None if v is None else v[:, 0] for v in fit))
 
     def __call__(
         self,
@@ -281,7 +235,7 @@ class ExplainStep:
         target: int | Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> S.SurrogateFit:
-        """Explain B instances: :meth:`outputs` then :meth:`fit`.
+        """Explain B instances: the engine's loop with no host sync.
 
         Args:
             original: what ``transform`` receives (the B instances).
@@ -297,9 +251,14 @@ class ExplainStep:
         if masks is None:
             first = _first_tensor(original)
             masks = self.draw(first.shape[0], generator=generator, device=first.device)
+        self._check_masks(masks)
         grad = torch.enable_grad() if self.differentiable else torch.no_grad()
         with grad:
-            return self.fit(masks, self.outputs(original, masks), target)
+            return explain_masks(
+                self.forward, lambda z: self.transform(z, original), masks, self._fit,
+                sample_weight=self.weights, target=lambda first: _step_target(target, first.reshape(first.shape[0], -1).shape[1]),
+                default_target="all", perturbations_per_eval=self.perturbations_per_eval, validate=False,
+            ).fit
 
     def _check_masks(self, masks: Tensor) -> None:
         if not isinstance(masks, Tensor):
@@ -311,28 +270,11 @@ class ExplainStep:
             )
 
 
-def _select(outputs: Tensor, target: int | Tensor | None) -> Tensor:
-    """Outputs ``(B, n, K_out)`` -> the explained targets: ``(B, n, K)`` or ``(B, n)``."""
-    if outputs.dim() != 3:
-        raise ValueError(f"expected outputs of shape (B, n, K), got shape {tuple(outputs.shape)}")
-    if not outputs.dtype.is_floating_point:
-        outputs = outputs.float()
-    B, n, K = outputs.shape
-    if target is None:
-        return outputs[..., 0] if K == 1 else outputs
-    if isinstance(target, int) and not isinstance(target, bool):
-        if not -K <= target < K:
-            raise ValueError(f"expected target in [{-K}, {K}) for outputs with {K} columns, got {target}")
-        return outputs[..., target]
-    if not isinstance(target, Tensor):
-        raise TypeError(f"expected target as None, an int or a long tensor, got {type(target).__name__}")
-    if target.dtype != torch.long:
-        raise TypeError(f"expected a long (int64) target tensor, got {target.dtype}")
-    if target.dim() not in (1, 2) or target.shape[0] != B:
-        raise ValueError(f"expected target of shape ({B},) or ({B}, K), got shape {tuple(target.shape)}")
-    index = target.to(outputs.device).reshape(B, 1, -1).expand(B, n, -1)
-    picked = outputs.gather(2, index)
-    return picked[..., 0] if target.dim() == 1 else picked
+def _step_target(target: Any, num_outputs: int) -> Any:
+    """ExplainStep's None: every output, or the one output as a single target (no K dim)."""
+    if target is None and num_outputs == 1:
+        return 0
+    return target
 
 
 def _first_tensor(obj: Any) -> Tensor:
@@ -377,7 +319,7 @@ class StemsTransform:
         self.stem_names = [str(s) for s in stem_names]
         if not self.stem_names:
             raise ValueError("expected at least one stem name, got none")
-        self.num_segments = _positive_int("num_segments", num_segments, 1)
+        self.num_segments = check_int(num_segments, "num_segments", 1)
 
     @property
     def num_features(self) -> int:

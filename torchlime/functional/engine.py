@@ -1,0 +1,488 @@
+"""The LIME loop, written once: model outputs over masks chunk by chunk, targets, checks, fit.
+
+Shape glossary: B instances, n perturbation samples, c samples per forward chunk,
+F interpretable features, K targets, D model output values per row.
+
+Every explainer of torchlime (``LimeBase``/``Lime``/``KernelShap``, ``MusicLime``,
+``training.ExplainStep`` and ``evaluation``) is a thin layer over these functions: it
+draws or receives masks ``(B, n, F)``, says how masks become model inputs (``transform``),
+how samples are weighted and which surrogate is fitted, and this module does the rest:
+
+1. :func:`model_outputs`: ``transform`` and ``forward_func`` on ``perturbations_per_eval``
+   samples of every instance per call (rows instance-major), target selection with one
+   parser (:func:`parse_target`), one output check (:func:`check_outputs`);
+2. kernel weights for the whole batch (given, or computed per chunk from the model inputs);
+3. one batched surrogate fit for every instance and target (``fit(X, y, sample_weight)``).
+
+With ``validate=False`` and tensor targets nothing here synchronises with the host, so the
+loop runs inside ``torch.compile(fullgraph=True)`` and CUDA graphs. Phases are marked with
+``torch.profiler.record_function`` ranges named ``torchlime.transform``,
+``torchlime.forward``, ``torchlime.kernel`` and ``torchlime.fit``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+from torch.profiler import record_function
+
+from .surrogate import SurrogateFit
+
+__all__ = [
+    "Target",
+    "parse_target",
+    "rows_output",
+    "select_targets",
+    "check_outputs",
+    "check_sample_weight",
+    "ModelOutputs",
+    "model_outputs",
+    "Explained",
+    "explain_masks",
+    "PHASES",
+]
+
+#: The ``record_function`` ranges the engine marks, in the order they run per chunk.
+PHASES = ("torchlime.transform", "torchlime.forward", "torchlime.kernel", "torchlime.fit")
+
+
+class Target(NamedTuple):
+    """Which model output values an explanation fits, per instance.
+
+    Attributes:
+        index: ``(B, K)`` long flat indices into each row's output (flattened); None when
+            each row's output is the one value to explain.
+        multi: whether K is a dim of the results (several targets per instance) or is
+            dropped (one target per instance, Captum's layout).
+    """
+
+    index: Tensor | None
+    multi: bool
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _flat(idx: Any, out_shape: tuple[int, ...], check: bool) -> int:
+    """A target (an int, or a tuple for outputs of several dims) as a flat column."""
+    parts = tuple(idx) if isinstance(idx, tuple) else (idx,)
+    if not all(_is_int(i) for i in parts):
+        raise ValueError(f"expected integer class indices as target, got {idx!r}")
+    if check and (len(parts) != len(out_shape) or any(not -d <= i < d for i, d in zip(parts, out_shape))):
+        what = parts[0] if len(parts) == 1 else parts
+        classes = f" ({out_shape[0]} classes)" if len(out_shape) == 1 else ""
+        raise ValueError(
+            f"target {what} is out of range for forward output with per-example shape {out_shape}{classes}"
+        )
+    pos = 0
+    for i, d in zip(parts, out_shape):
+        pos = pos * d + (int(i) % d)
+    return pos
+
+
+def _per_instance(values: list, batch_size: int) -> list:
+    if len(values) == batch_size:
+        return values
+    if len(values) == 1:
+        return values * batch_size
+    raise ValueError(f"expected {batch_size} targets (one per instance), got {len(values)}")
+
+
+def parse_target(
+    target: Any,
+    batch_size: int,
+    out_shape: Sequence[int],
+    *,
+    default: str = "scalar",
+    device: torch.device | str | None = None,
+) -> Target:
+    """The one target parser of every explainer.
+
+    Forms (B = ``batch_size``; a per-row output of shape ``out_shape``):
+
+    - None: with ``default="scalar"`` (Captum) each row's output must be one value, which
+      is explained; with ``default="all"`` every output value is explained (K of them).
+    - ``"all"``: every output value, K = ``prod(out_shape)``.
+    - an int, or a tuple of ints for outputs of several dims (Captum): the same target for
+      every instance.
+    - a list (or 1-D integer tensor) of B such targets, one per instance (a list of one
+      is applied to all).
+    - a list of B lists (or one list applied to every instance), or a ``(B, K)`` integer
+      tensor: K targets per instance; the results keep a K dim.
+
+    Integer tensors on the device are used there without a host sync and unchecked (so
+    an explain step stays sync-free); every other form is checked against ``out_shape``.
+
+    Args:
+        target: as above.
+        batch_size: B.
+        out_shape: the per-row output shape of the model (``(classes,)`` for a classifier).
+        default: what None means: "scalar" or "all".
+        device: where the index tensor goes.
+
+    Returns:
+        :class:`Target`.
+
+    Raises:
+        ValueError: a target that is not made of integers (a float tensor, say), out of
+            range, or as many targets as neither 1 nor B.
+
+    Example:
+        >>> parse_target([[0, 2]], 3, (4,)).index
+        tensor([[0, 2],
+                [0, 2],
+                [0, 2]])
+        >>> parse_target(torch.tensor([0.7, 1.2]), 2, (3,))
+        Traceback (most recent call last):
+        ...
+        ValueError: expected integer class indices as target, got a torch.float32 tensor
+    """
+    out_shape = tuple(int(d) for d in out_shape)
+    size = math.prod(out_shape)
+    if target is None and default == "scalar":
+        return Target(None, False)
+    if target is None or (isinstance(target, str) and target == "all"):
+        index = torch.arange(size, device=device).expand(batch_size, size)
+        return Target(index, True)
+    if isinstance(target, str):
+        raise ValueError(f"expected target as class indices or 'all', got {target!r}")
+    if isinstance(target, Tensor):
+        if target.dtype.is_floating_point or target.is_complex() or target.dtype == torch.bool:
+            raise ValueError(f"expected integer class indices as target, got a {target.dtype} tensor")
+        if target.dim() > 2:
+            raise ValueError(f"expected target of at most 2 dims, got shape {tuple(target.shape)}")
+        if target.dim() == 0:
+            target = target.reshape(1)
+        if target.dim() == 1 and batch_size == 1 and target.shape[0] != 1:
+            raise ValueError(
+                f"expected one target for 1 instance, got {target.shape[0]}; pass a (B, K) tensor for "
+                f"several targets per instance"
+            )
+        multi = target.dim() == 2
+        rows = target.reshape(target.shape[0], -1)
+        if rows.shape[0] not in (1, batch_size):
+            raise ValueError(f"expected {batch_size} targets (one per instance), got {rows.shape[0]}")
+        if len(out_shape) != 1:
+            raise ValueError(
+                f"expected target as tuples for a forward output with per-example shape {out_shape}, "
+                f"got a tensor"
+            )
+        index = rows.to(device=device if device is not None else rows.device, dtype=torch.long)
+        index = torch.remainder(index, max(size, 1)).expand(batch_size, rows.shape[1])
+        return Target(index, multi)
+    if _is_int(target) or isinstance(target, tuple):
+        flat = [[_flat(target, out_shape, True)]] * batch_size
+        return Target(torch.tensor(flat, device=device, dtype=torch.long), False)
+    if isinstance(target, list):
+        if target and all(isinstance(t, (list, Tensor)) for t in target):
+            rows = [list(t.tolist()) if isinstance(t, Tensor) else list(t) for t in _per_instance(target, batch_size)]
+            if len({len(r) for r in rows}) > 1:
+                raise ValueError(f"expected the same number of targets for every instance, got {[len(r) for r in rows]}")
+            if not rows[0]:
+                raise ValueError("expected at least one target, got none")
+            flat = [[_flat(t, out_shape, True) for t in row] for row in rows]
+            return Target(torch.tensor(flat, device=device, dtype=torch.long), True)
+        flat = [[_flat(t, out_shape, True)] for t in _per_instance(target, batch_size)]
+        return Target(torch.tensor(flat, device=device, dtype=torch.long), False)
+    raise TypeError(f"expected target as int, tuple, list or tensor, got {type(target).__name__}")
+
+
+def rows_output(out: Any, rows: int, device: torch.device | str | None = None) -> Tensor:
+    """A model's output as a real tensor with one entry per row: checks the row count.
+
+    Args:
+        out: what ``forward_func`` returned (a tensor, or array-like).
+        rows: how many model inputs it was given.
+        device: where a non-tensor output goes.
+
+    Returns:
+        ``(rows, *out_shape)`` floating tensor.
+
+    Raises:
+        TypeError: None, a tuple of outputs, or a complex output.
+        ValueError: not one output per row.
+    """
+    if out is None or isinstance(out, (tuple, dict)):
+        got = "None" if out is None else type(out).__name__
+        raise TypeError(
+            f"expected forward_func to return a tensor with one output per perturbed input ({rows} rows), "
+            f"got {got}"
+        )
+    if not isinstance(out, Tensor):
+        import numpy as np
+
+        out = torch.as_tensor(np.asarray(out), device=device)
+    if out.is_complex():
+        raise TypeError(
+            f"expected forward_func to return real values, got a {out.dtype} tensor (explain its real part, "
+            f"magnitude or phase explicitly)"
+        )
+    if out.dim() == 0 and rows == 1:  # one scalar for one row (Captum: one output per batch)
+        out = out.reshape(1)
+    if out.dim() == 0 or out.shape[0] != rows:
+        raise ValueError(
+            f"expected forward_func to return one output per perturbed input ({rows} rows), got shape "
+            f"{tuple(out.shape)}"
+        )
+    return out if out.dtype.is_floating_point else out.float()
+
+
+def select_targets(out: Tensor, target: Target, batch_size: int, c: int) -> Tensor:
+    """Model outputs of a chunk ``(B * c, ...)`` as ``(B, c, K)``, targets selected.
+
+    Raises:
+        ValueError: no target given but the output is not one scalar per row.
+    """
+    rows = batch_size * c
+    if target.index is None:
+        if out.numel() != rows:
+            raise ValueError(
+                f"expected forward_func to return one scalar per perturbed input ({rows} values) when no "
+                f"target is given, got shape {tuple(out.shape)}"
+            )
+        # A copy: the output may be a view of a model input whose buffer the next chunk reuses.
+        return out.reshape(batch_size, c, 1).clone()
+    flat = out.reshape(batch_size, c, -1)
+    index = target.index.to(out.device)
+    return flat.gather(2, index.unsqueeze(1).expand(batch_size, c, index.shape[1]))
+
+
+def check_outputs(outputs: Tensor, names: Sequence[str] | None = None) -> None:
+    """Raise if the model returned NaN or inf (one host sync).
+
+    Args:
+        outputs: ``(B, n, K)``.
+        names: what to call instance b in the message (a song id, say); default "instance b".
+
+    Raises:
+        ValueError: naming up to 10 (instance, sample) pairs.
+    """
+    bad = ~torch.isfinite(outputs).all(-1)
+    if bool(bad.any()):
+        where = bad.nonzero().tolist()
+        label = (lambda b: names[b]) if names is not None else (lambda b: f"instance {b}")
+        shown = ", ".join(f"{label(b)} sample {s}" for b, s in where[:10])
+        more = f" and {len(where) - 10} more" if len(where) > 10 else ""
+        raise ValueError(f"forward_func returned NaN or inf for {shown}{more}")
+
+
+def check_sample_weight(sample_weight: Tensor, names: Sequence[str] | None = None) -> None:
+    """Raise on NaN, inf or negative kernel weights, or all-zero weights for an instance.
+
+    Args:
+        sample_weight: ``(B, n)``.
+        names: what to call instance b in the message.
+
+    Raises:
+        ValueError: which instances and samples.
+    """
+    label = (lambda b: names[b]) if names is not None else (lambda b: f"instance {b}")
+    bad = ~torch.isfinite(sample_weight) | (sample_weight < 0)
+    if bool(bad.any()):
+        where = bad.nonzero().tolist()[:10]
+        raise ValueError(
+            f"expected finite, non-negative kernel weights, got bad ones at (instance, sample) {where}"
+        )
+    zero = (sample_weight == 0).all(-1)
+    if bool(zero.any()):
+        which = [label(b) for b in zero.nonzero().flatten().tolist()]
+        raise ValueError(
+            f"all kernel weights are zero for {', '.join(which)}: the kernel width is too small for these distances"
+        )
+
+
+class ModelOutputs(NamedTuple):
+    """What :func:`model_outputs` returns.
+
+    Attributes:
+        outputs: ``(B, n, K)`` the explained output values of every sample.
+        sample_weight: ``(B, n)`` kernel weights computed per chunk, or None when
+            ``chunk_weight`` was not given.
+        first: ``(B, *out_shape)`` the whole model output of sample 0 of every instance
+            (the unperturbed instance when row 0 is all ones).
+        target: the parsed :class:`Target`.
+    """
+
+    outputs: Tensor
+    sample_weight: Tensor | None
+    first: Tensor
+    target: Target
+
+
+def model_outputs(
+    forward_func: Callable[..., Any],
+    transform: Callable[[Tensor], Any],
+    masks: Tensor,
+    *,
+    target: Any = None,
+    default_target: str = "scalar",
+    perturbations_per_eval: int | None = None,
+    chunk_weight: Callable[[Tensor, Any], Tensor] | None = None,
+    finish: Callable[[Any, int], Tensor] | None = None,
+    progress: Callable[[], None] | None = None,
+) -> ModelOutputs:
+    """Run the model on every mask, ``perturbations_per_eval`` samples per instance per call.
+
+    Args:
+        forward_func: ``forward_func(*model_inputs)`` returns one output per row.
+        transform: ``transform(masks (B, c, F))`` returns the model inputs (a tensor or a
+            tuple of them) of the ``B * c`` samples, rows instance-major (row ``b * c + s``).
+        masks: ``(B, n, F)``.
+        target: see :func:`parse_target` (parsed against the first chunk's output shape), or
+            a function of the first sample's whole output ``(B, *out_shape)`` that returns
+            one (the predicted class, say).
+        default_target: what a None target means ("scalar" or "all").
+        perturbations_per_eval: samples per instance per forward call (None: all n).
+        chunk_weight: ``chunk_weight(masks (B, c, F), model_inputs) -> (B, c)`` kernel weights
+            that need the model inputs (Captum's similarity functions), or None.
+        finish: ``finish(raw_output, rows) -> (rows, ...)`` turns what ``forward_func``
+            returned into a tensor (default: :func:`rows_output`).
+        progress: called once per forward call.
+
+    Returns:
+        :class:`ModelOutputs`.
+
+    Raises:
+        ValueError/TypeError: from :func:`rows_output`, :func:`parse_target` and
+            :func:`select_targets`, or weights of the wrong size.
+    """
+    B, n, _ = masks.shape
+    chunk = n if perturbations_per_eval is None else perturbations_per_eval
+    finish = finish if finish is not None else (lambda out, rows: rows_output(out, rows, masks.device))
+    outs, weights = [], []
+    first = parsed = None
+    for start in range(0, n, chunk):
+        zc = masks[:, start : start + chunk]
+        c = zc.shape[1]
+        with record_function("torchlime.transform"):
+            inputs = transform(zc)
+        with record_function("torchlime.forward"):
+            out = finish(forward_func(*inputs) if isinstance(inputs, tuple) else forward_func(inputs), B * c)
+        if parsed is None:
+            per_row = tuple(out.shape[1:]) if out.dim() > 1 else (1,)
+            first = out.reshape(B, c, *out.shape[1:])[:, 0].clone()
+            wanted = target(first) if callable(target) else target
+            parsed = parse_target(wanted, B, per_row, default=default_target, device=masks.device)
+        outs.append(select_targets(out, parsed, B, c))
+        if chunk_weight is not None:
+            with record_function("torchlime.kernel"):
+                w = torch.as_tensor(chunk_weight(zc, inputs), device=masks.device)
+            if w.numel() != B * c:
+                raise ValueError(
+                    f"expected the similarity function to return {B * c} weights for {B * c} samples, got "
+                    f"shape {tuple(w.shape)}"
+                )
+            weights.append(w.reshape(B, c))
+        if progress is not None:
+            progress()
+    outputs = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+    sample_weight = None if chunk_weight is None else (weights[0] if len(weights) == 1 else torch.cat(weights, 1))
+    return ModelOutputs(outputs, sample_weight, first, parsed)
+
+
+class Explained(NamedTuple):
+    """What :func:`explain_masks` returns.
+
+    Attributes:
+        fit: the :class:`~torchlime.functional.SurrogateFit`, ``(B, K, F)`` coefficients
+            (``(B, F)`` when the target has no K dim).
+        outputs: ``(B, n, K)`` the fitted model outputs.
+        sample_weight: ``(B, n)`` the kernel weights.
+        first: ``(B, *out_shape)`` the model's whole output on sample 0 of each instance.
+        target: the parsed :class:`Target`.
+    """
+
+    fit: SurrogateFit
+    outputs: Tensor
+    sample_weight: Tensor
+    first: Tensor
+    target: Target
+
+
+def explain_masks(
+    forward_func: Callable[..., Any],
+    transform: Callable[[Tensor], Any],
+    masks: Tensor,
+    fit: Callable[[Tensor, Tensor, Tensor], SurrogateFit],
+    *,
+    sample_weight: Tensor | Callable[[Tensor], Tensor] | None = None,
+    chunk_weight: Callable[[Tensor, Any], Tensor] | None = None,
+    target: Any = None,
+    default_target: str = "scalar",
+    perturbations_per_eval: int | None = None,
+    validate: bool = True,
+    names: Sequence[str] | None = None,
+    finish: Callable[[Any, int], Tensor] | None = None,
+    progress: Callable[[], None] | None = None,
+) -> Explained:
+    """The LIME loop on given masks: model outputs, kernel weights, checks and one batched fit.
+
+    Args:
+        forward_func: the model (see :func:`model_outputs`).
+        transform: masks ``(B, c, F)`` to model inputs (see :func:`model_outputs`).
+        masks: ``(B, n, F)``.
+        fit: ``fit(X (B, n, F), y (B, n, K), sample_weight (B, n)) -> SurrogateFit`` solving
+            every instance and target at once.
+        sample_weight: ``(B, n)`` weights, or ``sample_weight(masks (B, n, F)) -> (B, n)``
+            (kernels on the masks alone), or None with ``chunk_weight``.
+        chunk_weight: weights that need the model inputs, per chunk (see :func:`model_outputs`).
+        target: see :func:`parse_target`.
+        default_target: what a None target means ("scalar" or "all").
+        perturbations_per_eval: samples per instance per forward call (None: all).
+        validate: check outputs and weights (one host sync after the forwards).
+        names: names of the B instances for error messages.
+        finish: turns a raw model output into a tensor (see :func:`model_outputs`).
+        progress: called once per forward call.
+
+    Returns:
+        :class:`Explained`.
+
+    Raises:
+        ValueError: no weights given, NaN/inf outputs, bad weights (with ``validate``), and
+            the errors of :func:`model_outputs`.
+
+    Example:
+        >>> from torchlime.functional import bernoulli_masks, mask_kernel_weights, ridge
+        >>> w_true = torch.tensor([1.0, -2.0, 0.5])
+        >>> x = torch.ones(2, 3)
+        >>> masks = bernoulli_masks(64, 3, batch_shape=(2,), generator=torch.Generator().manual_seed(0))
+        >>> out = explain_masks(lambda v: v @ w_true, lambda z: (z * x[:, None]).flatten(0, 1), masks,
+        ...                     lambda X, y, w: ridge(X, y, w, alpha=0.0), sample_weight=mask_kernel_weights)
+        >>> out.fit.coef[:, 0]
+        tensor([[ 1.0000, -2.0000,  0.5000],
+                [ 1.0000, -2.0000,  0.5000]])
+    """
+    if sample_weight is None and chunk_weight is None:
+        raise ValueError("expected sample_weight (a tensor or a function of the masks) or chunk_weight, got neither")
+    run = model_outputs(
+        forward_func, transform, masks, target=target, default_target=default_target,
+        perturbations_per_eval=perturbations_per_eval, chunk_weight=chunk_weight, finish=finish, progress=progress,
+    )
+    W = run.sample_weight
+    if W is None:
+        with record_function("torchlime.kernel"):
+            W = sample_weight(masks) if callable(sample_weight) else sample_weight
+    if validate:
+        check_outputs(run.outputs, names)
+        check_sample_weight(W, names)
+    X = masks.to(run.outputs.dtype if run.outputs.dtype.is_floating_point else torch.float32)
+    with record_function("torchlime.fit"):
+        result = fit(X, run.outputs, W)
+    if not run.target.multi:
+        result = type(result)(*(_drop_k(v) for v in result))
+    return Explained(result, run.outputs, W, run.first, run.target)
+
+
+def _drop_k(t: Any) -> Any:
+    """Drop the K dim (of size 1) of a fit's field: ``(B, 1, F) -> (B, F)``, ``(B, 1) -> (B,)``."""
+    if isinstance(t, tuple):  # a FeatureSelection
+        return type(t)(*(_drop_k(v) for v in t))
+    if not isinstance(t, Tensor):
+        return t
+    return t[:, 0]
