@@ -44,6 +44,10 @@ __all__ = [
     "model_outputs",
     "Explained",
     "explain_masks",
+    "Budget",
+    "stable_top_k",
+    "budget_met",
+    "explain_auto",
     "PHASES",
 ]
 
@@ -486,3 +490,183 @@ def _drop_k(t: Any) -> Any:
     if not isinstance(t, Tensor):
         return t
     return t[:, 0]
+
+
+class Budget(NamedTuple):
+    """When the automatic budget (``n_samples="auto"``) stops sampling an instance.
+
+    Instance b stops after a round once it has at least ``min_samples`` samples and, for
+    every explained target, each coefficient's standard error is at most
+    ``atol + tol * max_f |coef_f|`` (``tol`` relative to the largest weight of that
+    explanation, ``atol`` absolute), or, with ``top_k``, its top-k features by |weight|
+    are separated from the rest by ``z`` combined standard errors (a stable top-k); or
+    once it reaches ``max_samples``.
+
+    Attributes:
+        tol: relative tolerance on the standard errors.
+        atol: absolute tolerance on the standard errors.
+        max_samples: most samples per instance.
+        min_samples: fewest samples per instance before stopping is considered (None:
+            ``max(32, 4 (F + 1))``).
+        top_k: also stop once the top-k is stable (None: only the tolerance).
+        z: the separation of a stable top-k, in standard errors.
+    """
+
+    tol: float = 0.05
+    atol: float = 0.0
+    max_samples: int = 10_000
+    min_samples: int | None = None
+    top_k: int | None = None
+    z: float = 1.96
+
+
+def stable_top_k(coef: Tensor, stderr: Tensor, k: int, z: float = 1.96) -> Tensor:
+    """Whether the top-k features by |weight| are separated from the rest.
+
+    The k-th largest |coef| must exceed the (k+1)-th largest by ``z`` times their
+    combined standard error ``sqrt(se_k^2 + se_{k+1}^2)`` (so that resampling would
+    rarely swap a feature in or out of the top k; the order within the top k may move).
+
+    Args:
+        coef: ``(..., F)``.
+        stderr: ``(..., F)``.
+        k: 1 <= k; with k >= F the top-k is every feature (always stable).
+        z: separation in standard errors.
+
+    Returns:
+        ``(...)`` bool.
+
+    Example:
+        >>> stable_top_k(torch.tensor([3.0, -2.0, 0.1]), torch.tensor([0.1, 0.1, 0.1]), 2)
+        tensor(True)
+        >>> stable_top_k(torch.tensor([3.0, -2.0, 1.9]), torch.tensor([0.1, 0.1, 0.1]), 2)
+        tensor(False)
+    """
+    F = coef.shape[-1]
+    if k >= F:
+        return torch.ones(coef.shape[:-1], dtype=torch.bool, device=coef.device)
+    order = coef.abs().argsort(dim=-1, descending=True, stable=True)
+    mag = coef.abs().gather(-1, order)
+    se = stderr.gather(-1, order)
+    gap = mag[..., k - 1] - mag[..., k]
+    return gap > z * torch.sqrt(se[..., k - 1] ** 2 + se[..., k] ** 2)
+
+
+def budget_met(fit: SurrogateFit, budget: Budget) -> Tensor:
+    """``(B,)`` bool: the explanation of each instance meets the budget's tolerance.
+
+    Args:
+        fit: with ``coef`` and ``stderr`` of shape ``(B, K, F)``.
+        budget: the :class:`Budget`.
+    """
+    if fit.stderr is None:
+        raise ValueError("expected a fit with standard errors (SurrogateFit.stderr) for n_samples='auto', got None")
+    scale = fit.coef.abs().amax(-1, keepdim=True)
+    ok = (fit.stderr <= budget.atol + budget.tol * scale).all(-1)  # (B, K)
+    if budget.top_k is not None:
+        ok = ok | stable_top_k(fit.coef, fit.stderr, budget.top_k, budget.z)
+    return ok.all(-1)
+
+
+def explain_auto(
+    forward_func: Callable[..., Any],
+    transform_for: Callable[[list[int]], Callable[[Tensor], Any]],
+    draw: Callable[[int], tuple[Tensor, Tensor | None]],
+    fit: Callable[[Tensor, Tensor, Tensor], SurrogateFit],
+    *,
+    sample_weight: Callable[[Tensor, list[int]], Tensor],
+    budget: Budget = Budget(),
+    target: Any = None,
+    default_target: str = "scalar",
+    perturbations_per_eval: int = 100,
+    validate: bool = True,
+    names: Sequence[str] | None = None,
+    finish: Callable[[Any, int], Tensor] | None = None,
+    progress: Callable[[], None] | None = None,
+) -> Explained:
+    """The LIME loop with an automatic budget: sample in rounds until each instance is sure enough.
+
+    Each round draws ``perturbations_per_eval`` more masks for every instance that has not
+    stopped, runs the model on those instances only, refits them, and stops each one on
+    its own (see :class:`Budget`). The result is one batched fit over every instance's
+    own samples (rows an instance did not use get weight 0, which a weighted fit
+    ignores), with ``fit.n_samples`` ``(B,)`` the samples each instance used.
+
+    Args:
+        forward_func: the model (see :func:`model_outputs`).
+        transform_for: ``transform_for(instances)`` returns the transform (masks
+            ``(B', c, F)`` -> model inputs) of those instances only, in that order.
+        draw: ``draw(n)`` returns ``(masks (B, n, F), sample_weight (B, n) or None)``, the next
+            n masks of every instance (a sampler continuing its design), with the regression
+            weights the sampler needs (None: the kernel's alone).
+        fit: ``fit(X (B', n, F), y (B', n, K), sample_weight (B', n)) -> SurrogateFit`` with
+            standard errors.
+        sample_weight: ``sample_weight(masks (B', n, F), instances)`` the kernel weights.
+        budget: when to stop.
+        target: see :func:`parse_target`; parsed once, on the first round.
+        default_target: what a None target means.
+        perturbations_per_eval: samples per instance per round (and per forward call).
+        validate: check outputs and weights (a host sync per round; the stopping rule
+            syncs anyway).
+        names: names of the B instances for error messages.
+        finish: turns a raw model output into a tensor.
+        progress: called once per forward call.
+
+    Returns:
+        :class:`Explained`, with ``fit.n_samples`` set.
+
+    Raises:
+        ValueError: bad budget values, and the errors of :func:`explain_masks`.
+    """
+    if not (budget.tol >= 0 and budget.atol >= 0 and budget.z > 0):
+        raise ValueError(f"expected tol >= 0, atol >= 0 and z > 0, got {budget}")
+    Xs: list[Tensor] = []
+    Ys: list[Tensor] = []
+    Ws: list[Tensor] = []
+    used = None
+    live: list[int] | None = None
+    parsed = first = None
+    result = None
+    while live is None or live:
+        masks, extra = draw(perturbations_per_eval)
+        B, r, F = masks.shape
+        if live is None:
+            live = list(range(B))
+            used = torch.zeros(B, dtype=torch.long)
+            min_samples = budget.min_samples if budget.min_samples is not None else max(32, 4 * (F + 1))
+            if budget.max_samples < 2 or budget.max_samples < min(min_samples, budget.max_samples):
+                raise ValueError(f"expected max_samples >= 2, got {budget.max_samples}")
+        idx = torch.tensor(live, device=masks.device)
+        sub = masks.index_select(0, idx)
+        wanted = target if parsed is None else parsed.index.index_select(0, idx.to(parsed.index.device))
+        run = model_outputs(
+            forward_func, transform_for(live), sub, target=wanted, default_target=default_target,
+            perturbations_per_eval=perturbations_per_eval, finish=finish, progress=progress,
+        )
+        if parsed is None:
+            parsed, first = run.target, run.first
+        w_sub = sample_weight(sub, live)
+        if extra is not None:
+            w_sub = w_sub * extra.index_select(0, idx).to(w_sub.dtype)
+        if validate:
+            check_outputs(run.outputs, [names[b] for b in live] if names is not None else [f"instance {b}" for b in live])
+            check_sample_weight(w_sub, [names[b] for b in live] if names is not None else [f"instance {b}" for b in live])
+        K = run.outputs.shape[-1]
+        Y = run.outputs.new_zeros(B, r, K).index_copy_(0, idx, run.outputs)
+        W = w_sub.new_zeros(B, r).index_copy_(0, idx, w_sub)
+        Xs.append(masks.to(Y.dtype))
+        Ys.append(Y)
+        Ws.append(W)
+        used[live] += r
+        X_all, Y_all, W_all = torch.cat(Xs, 1), torch.cat(Ys, 1), torch.cat(Ws, 1)
+        with record_function("torchlime.fit"):
+            result = fit(X_all.index_select(0, idx), Y_all.index_select(0, idx), W_all.index_select(0, idx))
+        done = budget_met(result, budget).tolist()
+        live = [b for b, ok in zip(live, done)
+                if not ((ok and int(used[b]) >= min_samples) or int(used[b]) + r > budget.max_samples)]
+    with record_function("torchlime.fit"):
+        result = fit(X_all, Y_all, W_all)
+    result = result._replace(n_samples=used.to(result.coef.device))
+    if not parsed.multi:
+        result = type(result)(*(_drop_k(v) if name != "n_samples" else v for name, v in zip(result._fields, result)))
+    return Explained(result, Y_all, W_all, first, parsed)

@@ -41,6 +41,8 @@ class SurrogateFit(NamedTuple):
         selection: the :class:`~torchlime.functional.FeatureSelection` a feature selection
             made (lime's modes: which features were kept, in lime's order), or None when
             every feature was fitted.
+        n_samples: ``(...)`` the samples each instance used (an automatic budget stops
+            instances at different counts), or None.
     """
 
     coef: Tensor
@@ -49,6 +51,7 @@ class SurrogateFit(NamedTuple):
     local_pred: Tensor
     stderr: Tensor | None = None
     selection: Any = None
+    n_samples: Tensor | None = None
 
 
 class Moments(NamedTuple):
