@@ -148,8 +148,8 @@ def test_missing_file_is_reported_and_listed(dataset, tmp_path, monkeypatch, cap
 def test_resume_after_a_crash_explains_no_song_twice(dataset, full_run, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(dataset)
     out = tmp_path / "out"
-    # 2 forward calls per song (the original + one chunk of 16): crash during the third song.
-    monkeypatch.setenv("CRASH_AFTER_CALLS", "5")
+    # 1 forward call per song (one chunk of 16, row 0 the song itself): crash during the third song.
+    monkeypatch.setenv("CRASH_AFTER_CALLS", "2")
     sys.modules.pop("ds_model", None)
     with pytest.raises(KeyboardInterrupt):
         run(dataset, out, "--songs-per-batch", "1")

@@ -458,7 +458,7 @@ def explain_masks(
         >>> masks = bernoulli_masks(64, 3, batch_shape=(2,), generator=torch.Generator().manual_seed(0))
         >>> out = explain_masks(lambda v: v @ w_true, lambda z: (z * x[:, None]).flatten(0, 1), masks,
         ...                     lambda X, y, w: ridge(X, y, w, alpha=0.0), sample_weight=mask_kernel_weights)
-        >>> out.fit.coef[:, 0]
+        >>> out.fit.coef
         tensor([[ 1.0000, -2.0000,  0.5000],
                 [ 1.0000, -2.0000,  0.5000]])
     """
