@@ -215,3 +215,29 @@ def test_saved_files_get_the_permissions_of_a_plain_open(tmp_path):
     os.umask(umask)
     for path in (exp.save_json(tmp_path / "e.json"), exp.save_figure(tmp_path / "f.png", 0)):
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_memory_budget_caps_the_samples_per_call_and_changes_nothing():
+    """A budget that holds 3 samples of the song per call: calls get 3 rows, the explanation is the same."""
+    stems = torch.randn(4, 2, 6000, generator=torch.Generator().manual_seed(0))
+    audio = StemFactorization(stems, sample_rate=6000, num_segments=3)
+    rows = []
+
+    def model(a):
+        rows.append(a.shape[0])
+        return torch.stack([a[:, 0, :2000].pow(2).mean(-1), a.pow(2).mean((1, 2))], 1)
+
+    masks = torch.bernoulli(torch.full((40, 12), 0.5), generator=torch.Generator().manual_seed(1))
+    masks[0] = 1
+    explainer = MusicLime(model)
+    full = explainer.explain(audio, target=[0, 1], masks=masks, modality="audio", perturbations_per_eval=40)
+    assert rows == [40]
+    rows.clear()
+    per_sample = 2 * 6000 * 4  # C * T float32
+    capped = explainer.explain(audio, target=[0, 1], masks=masks, modality="audio", perturbations_per_eval=40,
+                               memory_budget=3 * per_sample + 100)
+    assert rows == [3] * 13 + [1]
+    torch.testing.assert_close(capped.weights, full.weights)
+    assert capped.metadata["samples_per_call"] == 3 and capped.metadata["perturbations_per_eval"] == 40
+    with pytest.raises(ValueError, match="expected memory_budget >= 1, got 0"):
+        explainer.explain(audio, masks=masks, modality="audio", memory_budget=0)

@@ -44,6 +44,8 @@ __all__ = [
     "model_outputs",
     "Explained",
     "explain_masks",
+    "default_memory_budget",
+    "rows_per_chunk",
     "Budget",
     "stable_top_k",
     "budget_met",
@@ -490,6 +492,52 @@ def _drop_k(t: Any) -> Any:
     if not isinstance(t, Tensor):
         return t
     return t[:, 0]
+
+
+def default_memory_budget(device: torch.device | str) -> int:
+    """Bytes one chunk of model inputs may take by default: a quarter of the free memory.
+
+    CUDA: a quarter of ``torch.cuda.mem_get_info``'s free bytes; CPU: a quarter of
+    ``MemAvailable`` (Linux), at most 4 GiB; 1 GiB where neither can be read.
+
+    Args:
+        device: where the model inputs are built.
+
+    Returns:
+        Bytes.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return max(free // 4, 1 << 20)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return max(min(int(line.split()[1]) * 1024 // 4, 4 << 30), 1 << 20)
+    except OSError:
+        pass
+    return 1 << 30
+
+
+def rows_per_chunk(perturbations_per_eval: int, bytes_per_sample: int, instances: int, memory_budget: int) -> int:
+    """Samples per instance per forward call: ``perturbations_per_eval``, fewer if over the budget.
+
+    Args:
+        perturbations_per_eval: what was asked.
+        bytes_per_sample: the model inputs of one sample of one instance.
+        instances: B, the instances sharing each forward call.
+        memory_budget: bytes the ``B * c`` model inputs of one call may take.
+
+    Returns:
+        c, at least 1 (one sample per instance is the least a call can take).
+
+    Example:
+        >>> rows_per_chunk(100, bytes_per_sample=4 << 20, instances=2, memory_budget=64 << 20)
+        8
+    """
+    fit = memory_budget // max(1, bytes_per_sample * instances)
+    return int(max(1, min(perturbations_per_eval, fit)))
 
 
 class Budget(NamedTuple):

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .._buffers import chunk_buffer
 from .._checks import check_choice, check_int
-from ..functional.engine import explain_masks, model_outputs, rows_output
+from ..functional.engine import default_memory_budget, explain_masks, model_outputs, rows_output, rows_per_chunk
 from ..functional.kernels import mask_kernel_weights
 from ..functional.sampling import bernoulli_masks, check_masks
 from ..models import LimeSurrogate
@@ -181,6 +181,7 @@ class MusicLime:
         show_progress: bool = False,
         song_info: dict | Sequence[dict] | None = None,
         songs_per_batch: int = 1,
+        memory_budget: int | None = None,
         **deprecated: Any,
     ) -> Explanation | list[Explanation]:
         """Explain one song, or several (lists of factorizations, one explanation each).
@@ -210,6 +211,11 @@ class MusicLime:
                 ``perturbations_per_eval`` perturbations of every song in the group (songs whose audio
                 has the same shape; token rows are padded to the longest). The masks, and
                 so the explanations, are those of one call per song.
+            memory_budget: bytes the composed audio and tokens of one forward call may take
+                (None: :func:`torchlime.functional.engine.default_memory_budget`, a quarter
+                of the free memory); a call gets fewer than ``perturbations_per_eval``
+                samples per song when they would not fit (a 2-hour song), which changes
+                nothing in the results. The metadata records the samples per call used.
             **deprecated: ``targets`` and ``batch_size``, the old names of ``target`` and
                 ``perturbations_per_eval`` (they warn, and go in the next release).
 
@@ -233,6 +239,8 @@ class MusicLime:
         targets = _song_targets(target)
         check_int(songs_per_batch, "songs_per_batch", 1)
         check_int(perturbations_per_eval, "perturbations_per_eval", 1)
+        if memory_budget is not None:
+            check_int(memory_budget, "memory_budget", 1)
         if masks is not None and masks.dim() == 3 and masks.shape[0] != len(audios):
             raise ValueError(f"expected (B, n, F) masks with B = {len(audios)} songs, got shape {tuple(masks.shape)}")
         generators = list(generator) if isinstance(generator, (list, tuple)) else [generator] * len(audios)
@@ -246,7 +254,7 @@ class MusicLime:
         for group in _groups(songs, songs_per_batch):
             explained = self._explain_group([songs[b] for b in group], targets, modality, num_features,
                                             feature_selection, perturbations_per_eval, show_progress,
-                                            masks is not None)
+                                            masks is not None, memory_budget)
             for b, exp in zip(group, explained):
                 out[b] = exp
         return out if many else out[0]
@@ -274,7 +282,7 @@ class MusicLime:
         return _Song(audio, lyrics, info, Fa, Fl, Z, seed)
 
     def _explain_group(self, songs, targets, modality, num_features, feature_selection,
-                       perturbations_per_eval, show_progress, explicit_masks) -> list[Explanation]:
+                       perturbations_per_eval, show_progress, explicit_masks, memory_budget=None) -> list[Explanation]:
         """Explain songs whose audio has one shape together: forwards share calls, one batched fit.
 
         Songs with fewer features are padded with always-on columns; ``active`` keeps the
@@ -294,6 +302,12 @@ class MusicLime:
         legacy = self.forward_func is None
         stems = songs[0].audio.stems
         buffers: dict[str, Tensor] = {}
+        budget = memory_budget if memory_budget is not None else default_memory_budget(device)
+        # ids and attention mask (int64) per sample; the audio dominates anyway
+        token_bytes = max(16 * (getattr(s.lyrics, "max_length", None) or 512) if s.lyrics is not None else 0
+                          for s in songs)
+        sample_bytes = stems[0].numel() * stems.element_size() + token_bytes
+        chunk = rows_per_chunk(perturbations_per_eval, sample_bytes, B, budget)
 
         def transform(z: Tensor) -> tuple:
             c = z.shape[1]
@@ -319,13 +333,13 @@ class MusicLime:
             fitted.extend(sorted({t % classes for song_labels in labels for t in song_labels}))
             return [fitted] * B
 
-        progress = _progress(show_progress, -(-n_samples // perturbations_per_eval))
+        progress = _progress(show_progress, -(-n_samples // chunk))
         try:
             with torch.no_grad():
                 result = explain_masks(
                     self._raw_forward, transform, Z,
                     lambda X, y, w: surrogate.fit_tensors(X, y, w, active=active),
-                    sample_weight=sample_weight, target=resolve, perturbations_per_eval=perturbations_per_eval,
+                    sample_weight=sample_weight, target=resolve, perturbations_per_eval=chunk,
                     names=[_song_name(song, b) for b, song in enumerate(songs)],
                     finish=lambda out, rows: self._finish(out, device, rows), progress=progress.update,
                 )
@@ -350,7 +364,7 @@ class MusicLime:
                 metadata=dict(
                     n_samples=n_samples, modality=modality, num_features=num_features,
                     feature_selection=feature_selection, **kernel,
-                    perturbations_per_eval=perturbations_per_eval, seed=song.seed,
+                    perturbations_per_eval=perturbations_per_eval, samples_per_call=chunk, seed=song.seed,
                     explicit_masks=explicit_masks, num_audio_features=song.Fa, num_lyrics_features=song.Fl,
                     lyrics_unit=getattr(song.lyrics, "unit", None) if use_lyrics else None,
                     song_info=song.info or {}, songs_per_batch=B,
