@@ -32,6 +32,7 @@ from .._captum import (
     is_tuple as captum_is_tuple,
     lime_attribute_kwargs,
 )
+from ._inputs import check_inputs
 from ._lime_base import LimeBase, _check_n_samples, call_forward
 
 __all__ = ["Lime", "KernelShap", "get_exp_kernel_similarity_function", "construct_feature_mask"]
@@ -364,7 +365,10 @@ class Lime(LimeBase, CaptumLime):
     ) -> Any:
         _check_n_samples(n_samples if extras["masks"] is None else extras["masks"].shape[-2])
         is_tuple = captum_is_tuple(inputs)
+        if not isinstance(inputs, (Tensor, tuple)):
+            raise TypeError(f"expected inputs as a tensor or a tuple of tensors, got {type(inputs).__name__}")
         formatted_inputs, formatted_baselines = format_input_baseline(inputs, baselines)
+        check_inputs(formatted_inputs, formatted_baselines, feature_mask)
         masks_t, num_features = construct_feature_mask(feature_mask, formatted_inputs)
         if not self._fast_path_ok():
             if extras["masks"] is not None or extras["differentiable"] or extras["return_fit"]:

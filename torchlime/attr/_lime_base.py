@@ -19,6 +19,7 @@ from ..functional.sampling import check_generator, check_masks
 from ..functional.surrogate import SurrogateFit
 from ..models import fit_model
 from ._batched import batched_impl
+from ._inputs import check_forward_output
 from .._captum import CaptumLimeBase, PerturbationAttribution, lime_base_attribute
 
 __all__ = ["LimeBase"]
@@ -39,10 +40,7 @@ def expand_forward_args(args: Any, repeats: int) -> Any:
 
 def call_forward(forward_func: Callable[..., Any], inputs: Any, args: Any) -> Tensor:
     inputs = inputs if isinstance(inputs, tuple) else (inputs,)
-    out = forward_func(*inputs, *(args or ()))
-    if not isinstance(out, Tensor):
-        out = torch.as_tensor(out, device=inputs[0].device)
-    return out
+    return check_forward_output(forward_func(*inputs, *(args or ()))).to(inputs[0].device)
 
 
 class LimeBase(CaptumLimeBase):
