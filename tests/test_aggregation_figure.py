@@ -68,6 +68,13 @@ def test_long_names_are_wrapped_whole():
     assert len(set(centres)) == len(labels)
 
 
+def test_control_characters_are_shown_escaped():
+    names = ["nul\0line", "a\tb\nc", ""]
+    result = GlobalImportance.from_sums(torch.tensor([[1.0, 2.0, 3.0]]), torch.ones(1, 3), names, ["x"])
+    _, ax = result.plot(0)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["nul\\x00line", "a b c", "''"]  # bottom-up
+
+
 def test_an_empty_class_says_no_songs():
     result = genre_result()
     fig, axes = result.plot_grid(k=5)

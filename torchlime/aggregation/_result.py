@@ -277,4 +277,6 @@ def _check_count(value: Any, name: str) -> None:
 def _wrapped(name: str, width: int) -> str:
     """A feature name on lines of at most ``width`` characters (whole, not cut; words kept)."""
     text = " ".join(name.split()) or repr(name)  # newlines or tabs inside a lyric line read as spaces
+    # Other control characters (a NUL in a lyric line) draw as nothing: show them escaped.
+    text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
     return "\n".join(textwrap.wrap(text, width, break_long_words=True, break_on_hyphens=False)) or text
