@@ -231,3 +231,26 @@ def test_open_space_lists_the_kept_features_on_both_paths():
     assert torch.equal(a.counts, b.counts) and torch.equal(a.support, b.support)
     assert bool((a.counts.sum(0) > 0).all())
     torch.testing.assert_close(a.weight_sums, b.weight_sums, rtol=1e-12, atol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_update_on_cuda_equals_cpu_and_makes_no_host_sync():
+    g = torch.Generator().manual_seed(2)
+    coef = (torch.randint(-2, 3, (4, 50, 30), generator=g) * 0.25).float()  # many ties
+    labels = torch.randint(0, 5, (4, 50), generator=g)
+    order = torch.rand(4, 50, 30, generator=g).argsort(-1)
+    cpu = global_importance_update(coef, labels, 5, components="both", top_k=7, order=order)
+    dev = [t.cuda() for t in (coef, labels, order)]
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        cuda = global_importance_update(*dev[:2], 5, components="both", top_k=7, order=dev[2], validate_args=False)
+        agg = GlobalAggregator(5, [f"f{j}" for j in range(30)], components="both", top_k=7,
+                               validate_args=False).cuda()
+        agg.update(coef=dev[0], labels=dev[1])
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    for got, want in zip(cuda, cpu):
+        assert got.device.type == "cuda" and torch.equal(got.cpu(), want)
+    plain = global_importance_update(coef, labels, 5, components="both", top_k=7)
+    assert torch.equal(agg.compute().counts.cpu(), plain.counts.sum(0))
