@@ -11,7 +11,8 @@ from tests.test_aggregation_space import song
 from torchlime import GlobalAggregator
 
 # Lines per song; "moon" and "sun" are seen by one rank only when the songs are split 0-2 / 3-5.
-# Names with a NUL, a 5,000-digit run and non-ASCII text cross the process boundary intact.
+# Names with a NUL, a 5,000-digit run and non-ASCII text cross the process boundary intact
+# (no zero coefficients: with components="both" the first aggregator keeps every name).
 SONGS = [["la la", "thunder", "nul\0line"], ["thunder", "night", "9" * 5000], ["moon", "la la", "\0"],
          ["sun", "déjà vu 🎵"], ["night", "rain", "line 10"], ["rain", "la la", "line 2"]]
 
@@ -28,7 +29,7 @@ def _worker(rank, world, store, out, shards):
         results = []
         for agg in _aggregators():
             for s in shards[rank]:
-                agg.update(make_explanation(s, SONGS[s]))
+                agg.update(make_explanation(s, SONGS[s], zero_frac=0.0))
             results.append(agg.compute().to_dict())
         # Each process alone sees one feature space; together they see two (4 and 2 segments).
         mixed = GlobalAggregator(3)
@@ -50,7 +51,7 @@ def test_two_processes_equal_one(tmp_path, shards):
     mp.spawn(_worker, args=(2, str(tmp_path / "store"), str(out), shards), nprocs=2, join=True)
     single = []
     for agg in _aggregators():
-        agg.update([make_explanation(s, SONGS[s]) for s in range(len(SONGS))])
+        agg.update([make_explanation(s, SONGS[s], zero_frac=0.0) for s in range(len(SONGS))])
         single.append(agg.compute().to_dict())
     for rank in range(2):
         got = json.loads((tmp_path / f"result.{rank}").read_text())
