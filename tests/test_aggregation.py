@@ -304,7 +304,7 @@ def test_aggregator_errors():
         GlobalAggregator(3, label="top")
     with pytest.raises(ValueError, match="expected components in"):
         GlobalAggregator(3, components="all")
-    with pytest.raises(ValueError, match="expected top_k >= 1 or None, got 0"):
+    with pytest.raises(ValueError, match="expected top_k >= 1, got 0"):
         GlobalAggregator(3, top_k=0)
     with pytest.raises(ValueError, match="expected num_classes >= 1, got 0"):
         GlobalAggregator(0)

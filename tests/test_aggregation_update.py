@@ -141,7 +141,7 @@ def test_update_errors():
         global_importance_update(coef, labels, 0)
     with pytest.raises(ValueError, match="expected components in"):
         global_importance_update(coef, labels, 2, components="all")
-    with pytest.raises(ValueError, match="expected top_k >= 1 or None, got 0"):
+    with pytest.raises(ValueError, match="expected top_k >= 1, got 0"):
         global_importance_update(coef, labels, 2, top_k=0)
     with pytest.raises(ValueError, match=r"expected real coef of shape \(..., R, F\), got torch.float32 of shape \(3,\)"):
         global_importance_update(torch.zeros(3), labels, 2)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._checks import check_choice, check_int
 from ..functional.aggregation import COMPONENTS, global_importance_update
 from ._result import GlobalImportance
 
@@ -295,16 +296,11 @@ class GlobalAggregator(Metric):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"expected num_classes >= 1, got {num_classes!r}")
-        if label not in LABELS:
-            raise ValueError(f"expected label in {list(LABELS)}, got {label!r}")
-        if components not in COMPONENTS:
-            raise ValueError(f"expected components in {list(COMPONENTS)}, got {components!r}")
-        if feature_types not in FEATURE_TYPES:
-            raise ValueError(f"expected feature_types in {list(FEATURE_TYPES)}, got {feature_types!r}")
-        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-            raise ValueError(f"expected top_k >= 1 or None, got {top_k!r}")
+        num_classes = check_int(num_classes, "num_classes", 1)
+        check_choice(label, "label", LABELS)
+        check_choice(components, "components", COMPONENTS)
+        check_choice(feature_types, "feature_types", FEATURE_TYPES)
+        top_k = None if top_k is None else check_int(top_k, "top_k", 1)
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"expected {num_classes} class names, got {len(class_names)}")
         if feature_names is not None:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from .._atomic import atomic_write
+from .._checks import check_int
 from ..functional.aggregation import global_importance
 
 __all__ = ["GlobalImportance", "KINDS"]
@@ -98,8 +99,7 @@ class GlobalImportance:
         Features with importance 0 (never seen for the class) are left out; ties keep
         the feature order.
         """
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"expected k >= 1, got {k!r}")
+        check_int(k, "k", 1)
         row = self.get(kind)[self._class_index(cls)].detach().cpu()
         order = sorted(range(row.numel()), key=lambda j: -float(row[j]))
         return [(self.feature_names[j], float(row[j])) for j in order[:k] if float(row[j]) > 0]
@@ -220,8 +220,8 @@ class GlobalImportance:
         """
         c = self._class_index(cls)
         self.get(kind)
-        _check_count(k, "k")
-        _check_count(wrap, "wrap")
+        check_int(k, "k", 1)
+        check_int(wrap, "wrap", 1)
         if ax is None:
             from matplotlib.figure import Figure
 
@@ -248,8 +248,8 @@ class GlobalImportance:
 
         for kind in kinds:
             self.get(kind)
-        _check_count(k, "k")
-        _check_count(wrap, "wrap")
+        check_int(k, "k", 1)
+        check_int(wrap, "wrap", 1)
         if not kinds:
             raise ValueError("expected at least one kind, got none")
         C = len(self.class_names)
@@ -267,11 +267,6 @@ class GlobalImportance:
         """A PNG of :meth:`plot_grid`, written atomically (no pyplot, no backend switch)."""
         fig, _ = self.plot_grid(k, kinds, wrap)
         return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"), mode=None)
-
-
-def _check_count(value: Any, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"expected {name} >= 1, got {value!r}")
 
 
 def _wrapped(name: str, width: int) -> str:

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .._checks import check_choice, check_int
 from .evaluation import check_weights, feature_ranking
 
 __all__ = [
@@ -153,12 +154,9 @@ def global_importance_update(
         raise TypeError(
             f"expected coef and labels to be tensors, got {type(coef).__name__} and {type(labels).__name__}"
         )
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"expected num_classes >= 1, got {num_classes!r}")
-    if components not in COMPONENTS:
-        raise ValueError(f"expected components in {list(COMPONENTS)}, got {components!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"expected top_k >= 1 or None, got {top_k!r}")
+    num_classes = check_int(num_classes, "num_classes", 1)
+    check_choice(components, "components", COMPONENTS)
+    top_k = None if top_k is None else check_int(top_k, "top_k", 1)
     if coef.dim() < 2 or coef.is_complex():
         raise ValueError(f"expected real coef of shape (..., R, F), got {coef.dtype} of shape {tuple(coef.shape)}")
     if labels.shape != coef.shape[:-1]:
