@@ -272,7 +272,7 @@ def test_aggregator_errors():
     nan_exp = make_explanation(9, ["x"], labels=(0, 1, 2))
     nan_exp.metadata["song_info"] = {"id": "s9", "audio": "s9.wav"}
     nan_exp.local_exp[int(nan_exp.prediction.argmax())].append((0, float("nan")))
-    with pytest.raises(ValueError, match=r"song 's9' \(s9.wav\), label\(s\) \[\d\]: expected finite coef, got nan"):
+    with pytest.raises(ValueError, match=r"song 's9' \(s9.wav\), label \d: expected finite coef, got nan for feature 'vocals_T0'"):
         GlobalAggregator(3).update(nan_exp)
     with pytest.raises(ValueError, match=r"expected labels in \[0, 3\), got \[3\]"):
         agg.update(coef=torch.ones(2, len(AUDIO)), labels=torch.tensor([0, 3]))

@@ -35,6 +35,8 @@ FEATURE_TYPES = ("all", "audio", "lyrics")
 # its song's length, is within this of the other's (rounding to samples or to the
 # milliseconds of a JSON file moves a boundary by far less).
 SEGMENT_TOLERANCE = 0.005
+# Explanations per batched update call: bounds the padded (E, R, F) tensors.
+_CHUNK = 256
 
 _DIGITS = re.compile(r"([0-9]+)")
 
@@ -413,9 +415,7 @@ class GlobalAggregator(Metric):
     def _update_explanations(self, items: Iterable[Any]) -> None:
         C = self.num_classes
         space = self._space()
-        names: list[str] = []
-        sums, counts = [], []
-        support = torch.zeros(C, dtype=torch.int64)
+        prepared: list[tuple[list[str], list[int], list[list[tuple[int, float]]]]] = []
         for exp in items:
             if not hasattr(exp, "local_exp"):
                 raise TypeError(f"expected torchlime.music.Explanation objects, got {type(exp).__name__}")
@@ -429,58 +429,82 @@ class GlobalAggregator(Metric):
             new = _feature_space(exp, self.feature_types)
             space = new if space is None else _merge_spaces(space, new)
             allowed = [i for i, t in enumerate(exp.feature_types) if self.feature_types in ("all", t)]
-            if self.feature_names is not None:
-                got = [exp.feature_names[i] for i in allowed]
-                if got != self.feature_names:
-                    unknown = [f for f in got if f not in self._index][:5]
-                    raise ValueError(
-                        f"{song}: expected explanations over the aggregator's fixed feature space "
-                        f"({len(self.feature_names)} features), got one over {len(got)} features"
-                        + (f" (e.g. {unknown})" if unknown else "")
-                        + ": use one aggregator per feature space, feature_names=None for an open space, "
-                        "or feature_types='audio'"
-                    )
+            names = [exp.feature_names[i] for i in allowed]
+            if self.feature_names is not None and names != self.feature_names:
+                unknown = [f for f in names if f not in self._index][:5]
+                raise ValueError(
+                    f"{song}: expected explanations over the aggregator's fixed feature space "
+                    f"({len(self.feature_names)} features), got one over {len(names)} features"
+                    + (f" (e.g. {unknown})" if unknown else "")
+                    + ": use one aggregator per feature space, feature_names=None for an open space, "
+                    "or feature_types='audio'"
+                )
             column = {i: j for j, i in enumerate(allowed)}
             pairs = self._labels_of(exp, song)
-            coef = torch.zeros(len(pairs), len(allowed), dtype=torch.float64)
-            order = torch.empty(len(pairs), len(allowed), dtype=torch.int64)
-            for r, (label, _) in enumerate(pairs):
-                listed = [(column[i], w) for i, w in exp.local_exp[label] if i in column]
-                if listed:
-                    cols, values = zip(*listed)
-                    coef[r, list(cols)] = torch.tensor(values, dtype=torch.float64)
-                # Ties are broken in local_exp's order (the notebook's), then the rest by index.
-                first = list(dict.fromkeys(j for j, _ in listed))
-                seen = set(first)
-                order[r] = torch.tensor(first + [j for j in range(len(allowed)) if j not in seen], dtype=torch.int64)
-            try:
-                out = global_importance_update(
-                    coef, torch.tensor([cls for _, cls in pairs]), C, components=self.components,
-                    top_k=self.top_k, order=order,
-                )
-            except ValueError as err:
-                raise ValueError(f"{song}, label(s) {[label for label, _ in pairs]}: {err}") from None
-            names += [exp.feature_names[i] for i in allowed]
-            sums.append(out.weight_sums)
-            counts.append(out.counts)
-            support += out.support
+            rows = []
+            for label, _ in pairs:
+                # local_exp's entries in its order (the notebook's; ties are broken by it).
+                listed = [(column[i], float(w)) for i, w in exp.local_exp[label] if i in column]
+                for j, w in listed:
+                    if not math.isfinite(w):
+                        raise ValueError(f"{song}, label {label}: expected finite coef, got {w} for feature {names[j]!r}")
+                rows.append(listed)
+            prepared.append((names, [cls for _, cls in pairs], rows))
         # Nothing is added before every explanation of the call has passed its checks.
         if space is not None:
             self.spaces.clear()
             self.spaces.append(_encode([json.dumps(space)]).to(self.device))
-        if not sums:
+        for start in range(0, len(prepared), _CHUNK):
+            self._add_explanations(prepared[start : start + _CHUNK])
+
+    def _add_explanations(self, prepared: list[tuple[list[str], list[int], list[list[tuple[int, float]]]]]) -> None:
+        """One :func:`global_importance_update` over E checked explanations, padded to ``(E, R, F)``."""
+        C = self.num_classes
+        E = len(prepared)
+        R = max(len(rows) for _, _, rows in prepared)
+        F = max(len(names) for names, _, _ in prepared)
+        at: tuple[list[int], list[int], list[int]] = ([], [], [])  # (explanation, row, feature) per entry
+        values: list[float] = []
+        ranks: list[int] = []
+        for e, (_, _, rows) in enumerate(prepared):
+            for r, listed in enumerate(rows):
+                first: dict[int, float] = {}
+                for j, w in listed:  # an index listed twice: its first entry
+                    first.setdefault(j, w)
+                n = len(first)
+                at[0].extend([e] * n)
+                at[1].extend([r] * n)
+                at[2].extend(first)
+                values.extend(first.values())
+                ranks.extend(range(n))
+        coef = torch.zeros(E, R, F, dtype=torch.float64)
+        # Padding rows count for class C, which is no class: they add nothing, not even support.
+        labels = torch.tensor([classes + [C] * (R - len(classes)) for _, classes, _ in prepared], dtype=torch.int64)
+        # The tie order: listed features by their place in local_exp, then the rest by index.
+        position = (torch.arange(F, dtype=torch.float64) + F).expand(E, R, F).clone()
+        if values:
+            index = tuple(torch.tensor(i, dtype=torch.long) for i in at)
+            coef[index] = torch.tensor(values, dtype=torch.float64)
+            position[index] = torch.tensor(ranks, dtype=torch.float64)
+        out = global_importance_update(
+            coef, labels, C, components=self.components, top_k=self.top_k,
+            order=position.argsort(dim=-1, stable=True), validate_args=False,  # values checked above
+        )
+        valid = torch.arange(F) < torch.tensor([len(names) for names, _, _ in prepared]).unsqueeze(-1)  # (E, F)
+        W = out.weight_sums.transpose(0, 1)[:, valid]  # (C, sum of F_e), explanation after explanation
+        N = out.counts.transpose(0, 1)[:, valid]
+        support = out.support.sum(0)
+        if self.feature_names is not None:  # every explanation has exactly these columns
+            Ff = len(self.feature_names)
+            self._accumulate(W.reshape(C, E, Ff).sum(1).T, N.reshape(C, E, Ff).sum(1).T, support, None)
             return
-        W, N = torch.cat(sums, 1), torch.cat(counts, 1)  # (C, sum of F)
-        if self.feature_names is not None:
-            F = len(self.feature_names)  # every explanation has exactly these columns
-            self._accumulate(W.reshape(C, -1, F).sum(1).T, N.reshape(C, -1, F).sum(1).T, support, None)
-            return
-        # Merge this call's repeats of a name (other songs, a repeated chorus line) into one row;
+        # Merge repeats of a name (other songs, a repeated chorus line) into one row;
         # features no explanation kept add nothing (compute() leaves them out in any case).
         kept = (N > 0).any(0).tolist()
-        W, N = W[:, kept], N[:, kept]
+        names = [f for names, _, _ in prepared for f in names]
         column: dict[str, int] = {}
         index = torch.tensor([column.setdefault(f, len(column)) for f, k in zip(names, kept) if k], dtype=torch.long)
+        W, N = W[:, kept], N[:, kept]
         merged_W = torch.zeros(C, len(column), dtype=torch.float64).index_add_(1, index, W)
         merged_N = torch.zeros(C, len(column), dtype=torch.int64).index_add_(1, index, N)
         self._accumulate(merged_W.T, merged_N.T, support, list(column))
