@@ -254,3 +254,23 @@ def test_update_on_cuda_equals_cpu_and_makes_no_host_sync():
         assert got.device.type == "cuda" and torch.equal(got.cpu(), want)
     plain = global_importance_update(coef, labels, 5, components="both", top_k=7)
     assert torch.equal(agg.compute().counts.cpu(), plain.counts.sum(0))
+
+
+def test_explanations_of_other_sizes_in_one_update_equal_the_notebook():
+    # More than one batch of 256, songs with 0-5 lines and 1-3 explained labels: padding
+    # rows and columns count for nothing (support included).
+    rng = random.Random(0)
+    lines = ["la la", "thunder", "night sky", "rain", "moon"]
+    exps = []
+    for s in range(300):
+        labels = tuple(sorted(rng.sample(range(3), rng.randint(1, 3))))
+        exps.append(make_explanation(s, rng.sample(lines, rng.randint(0, 5)), labels=labels))
+    agg = GlobalAggregator(3, label="explained", components="both", top_k=4)
+    agg.update(exps)
+    result = agg.compute()
+    W, N = notebook_loop(exps, "explained", "both", 4)
+    gotW, gotN = result_as_dicts(result)
+    assert gotN == N
+    for c in W:
+        assert gotW[c] == pytest.approx(W[c], rel=1e-12)
+    assert result.support.tolist() == [sum(c in e.labels for e in exps) for c in range(3)]
