@@ -100,6 +100,8 @@ def test_equal_entropies_give_lime_importance():
     assert torch.isfinite(out.homogeneity).all()
     empty = global_importance(torch.zeros(2, 3), torch.zeros(2, 3))
     assert all(torch.equal(t, torch.zeros(2, 3)) for t in empty)
+    none = global_importance(torch.zeros(4, 2, 0), torch.zeros(4, 2, 0))  # no feature at all
+    assert all(t.shape == (4, 2, 0) for t in none)
 
 
 def test_leading_dims_equal_a_loop():
@@ -214,8 +216,8 @@ def test_tensor_updates_equal_explanation_updates():
     by_tensor = GlobalAggregator(3, AUDIO, components="both", top_k=4)
     weights = torch.stack([e.weights for e in exps])  # (B, K, F)
     classes = torch.tensor([e.labels for e in exps])  # (B, K)
-    by_tensor.update(weights=weights[:3], classes=classes[:3])
-    by_tensor.update(weights=weights[3:].reshape(-1, len(AUDIO)), classes=classes[3:].reshape(-1))
+    by_tensor.update(coef=weights[:3], labels=classes[:3])
+    by_tensor.update(coef=weights[3:].reshape(-1, len(AUDIO)), labels=classes[3:].reshape(-1))
     a, b = by_exp.compute(), by_tensor.compute()
     torch.testing.assert_close(a.weight_sums, b.weight_sums)
     assert torch.equal(a.counts, b.counts)
@@ -265,31 +267,44 @@ def test_aggregator_errors():
     agg = GlobalAggregator(3, AUDIO)
     bad = torch.zeros(2, len(AUDIO))
     bad[1, 2] = float("nan")
-    with pytest.raises(ValueError, match="expected finite weights, got NaN or inf"):
-        agg.update(weights=bad, classes=torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"expected finite coef, got nan at index \(1, 2\)"):
+        agg.update(coef=bad, labels=torch.tensor([0, 1]))
     nan_exp = make_explanation(9, ["x"], labels=(0, 1, 2))
+    nan_exp.metadata["song_info"] = {"id": "s9", "audio": "s9.wav"}
     nan_exp.local_exp[int(nan_exp.prediction.argmax())].append((0, float("nan")))
-    with pytest.raises(ValueError, match="expected finite weights, got nan"):
+    with pytest.raises(ValueError, match=r"song 's9' \(s9.wav\), label \d: expected finite coef, got nan for feature 'vocals_T0'"):
         GlobalAggregator(3).update(nan_exp)
-    with pytest.raises(ValueError, match=r"expected class indices in \[0, 3\), got \[3\]"):
-        agg.update(weights=torch.ones(2, len(AUDIO)), classes=torch.tensor([0, 3]))
-    with pytest.raises(ValueError, match=r"expected class indices in \[0, 2\), got 2"):
+    with pytest.raises(ValueError, match=r"expected labels in \[0, 3\), got \[3\]"):
+        agg.update(coef=torch.ones(2, len(AUDIO)), labels=torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match=r"expected explanations of a model with num_classes=2 classes, got a prediction over 3"):
         GlobalAggregator(2, label="explained").update(exps[0])
     partial = make_explanation(3, ["x"], labels=(0,))
     partial.prediction = torch.tensor([0.1, 0.8, 0.1])
     with pytest.raises(ValueError, match=r"expected the predicted class 1 among the explained labels \[0\]"):
         GlobalAggregator(3).update(partial)
-    with pytest.raises(ValueError, match=r"expected classes of shape \(2,\) \(one per row of weights\), got \(3,\)"):
-        agg.update(weights=torch.ones(2, len(AUDIO)), classes=torch.tensor([0, 1, 2]))
-    with pytest.raises(ValueError, match="expected 2 feature_names for the columns of weights"):
-        GlobalAggregator(3).update(weights=torch.ones(1, 2), classes=torch.tensor([0]))
-    with pytest.raises(ValueError, match="expected either explanations or weights="):
+    with pytest.raises(ValueError, match=r"expected labels of shape \(2,\) \(one per row of coef\), got \(3,\)"):
+        agg.update(coef=torch.ones(2, len(AUDIO)), labels=torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"expected labels= \(a tensor of shape \(2,\)\) with coef=, got NoneType"):
+        agg.update(coef=torch.ones(2, len(AUDIO)))
+    with pytest.raises(ValueError, match="expected coef of shape \\(..., F\\) with at least one row dim"):
+        agg.update(coef=torch.ones(len(AUDIO)), labels=torch.tensor(0))
+    with pytest.raises(ValueError, match="expected coef over the fixed feature space of 6 features, got 2 columns"):
+        agg.update(coef=torch.ones(1, 2), labels=torch.tensor([0]))
+    with pytest.raises(ValueError, match="expected feature_names equal to the aggregator's fixed feature_names"):
+        agg.update(coef=torch.ones(1, len(AUDIO)), labels=torch.tensor([0]), feature_names=AUDIO[::-1])
+    with pytest.raises(ValueError, match="expected 2 feature_names for the columns of coef"):
+        GlobalAggregator(3).update(coef=torch.ones(1, 2), labels=torch.tensor([0]))
+    with pytest.raises(TypeError, match="expected integer labels, got torch.float32"):
+        agg.update(coef=torch.ones(1, len(AUDIO)), labels=torch.tensor([0.0]))
+    with pytest.raises(TypeError, match="expected torchlime.music.Explanation objects, got Tensor"):
+        agg.update([torch.ones(3)])
+    with pytest.raises(ValueError, match="expected either explanations or coef="):
         agg.update()
     with pytest.raises(ValueError, match="expected label in"):
         GlobalAggregator(3, label="top")
     with pytest.raises(ValueError, match="expected components in"):
         GlobalAggregator(3, components="all")
-    with pytest.raises(ValueError, match="expected top_k >= 1 or None, got 0"):
+    with pytest.raises(ValueError, match="expected top_k >= 1, got 0"):
         GlobalAggregator(3, top_k=0)
     with pytest.raises(ValueError, match="expected num_classes >= 1, got 0"):
         GlobalAggregator(0)
@@ -303,6 +318,14 @@ def test_aggregator_errors():
         result.top(0, kind="max")
     with pytest.raises(ValueError, match="expected torchlime's explanation JSON"):
         Explanation.from_dict({"metadata": {}})
+    # Nothing of a failed update is kept: the good explanation before the bad one is not added.
+    agg = GlobalAggregator(3, label="explained")
+    with pytest.raises(ValueError, match="expected finite coef"):
+        agg.update([exps[0], nan_exp])
+    agg.update(exps[1])
+    only = GlobalAggregator(3, label="explained")
+    only.update(exps[1])
+    assert torch.equal(agg.compute().counts, only.compute().counts)
 
 
 def test_reset_and_device_moves():

@@ -5,7 +5,7 @@ No modules, no Captum, no I/O: every function takes leading batch dims and, wher
 draws random numbers, a ``generator``.
 """
 
-from .aggregation import Importance, feature_entropy, global_importance
+from .aggregation import Importance, ImportanceSums, feature_entropy, global_importance, global_importance_update
 from .evaluation import (
     aopc,
     area_under_curve,
@@ -62,6 +62,8 @@ __all__ = [
     "select_features",
     "lime_fit",
     "Importance",
+    "ImportanceSums",
+    "global_importance_update",
     "global_importance",
     "feature_entropy",
     "check_weights",

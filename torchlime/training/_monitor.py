@@ -353,7 +353,7 @@ class ExplanationMonitor:
             weights = coef
             classes = torch.arange(C, device=coef.device).expand(B, C)
         self.aggregator.reset()
-        self.aggregator.update(weights=weights, classes=classes)
+        self.aggregator.update(coef=weights, labels=classes)
         importance = self.aggregator.compute()
         current = importance.get(self.kind).detach().to("cpu", torch.float64)  # the one read-back
         sums = importance.weight_sums.detach().to("cpu", torch.float64)
