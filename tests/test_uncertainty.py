@@ -1,0 +1,82 @@
+"""Standard errors of the surrogate match the spread of the coefficients over redraws of the masks."""
+
+import pytest
+import torch
+
+from torchlime.functional import linear_regression, ridge
+from torchlime.functional.uncertainty import sandwich_stderr
+
+F, N, R = 5, 160, 400
+W_TRUE = torch.tensor([1.0, -2.0, 0.5, 0.0, 1.5], dtype=torch.float64)
+
+
+def model(X):
+    """Linear plus interactions: the surrogate's residuals are what makes LIME vary."""
+    return (X @ W_TRUE + 1.5 * X[..., 0] * X[..., 1] - X[..., 2] * X[..., 3] * X[..., 4]).unsqueeze(-1)
+
+
+def kernel(X):
+    return torch.exp(-((1 - X.mean(-1)) ** 2) / 0.5)
+
+
+@pytest.fixture(scope="module")
+def draws():
+    g = torch.Generator().manual_seed(0)
+    return torch.bernoulli(torch.full((R, N, F), 0.5, dtype=torch.float64), generator=g)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_stderr_matches_a_monte_carlo_estimate(draws, alpha):
+    X = draws
+    y, w = model(X), kernel(X)
+    fit = ridge(X, y, w, alpha=alpha) if alpha else linear_regression(X, y, w)
+    se = sandwich_stderr(X, y, w, fit.coef, fit.intercept, alpha=alpha)
+    spread = fit.coef.std(0)  # over R independent draws of N masks
+    # R = 400 draws: the spread itself is known to about 1 / sqrt(2 R) = 3.5%.
+    torch.testing.assert_close(se.mean(0), spread, rtol=0.12, atol=0)
+
+
+def test_paired_masks_count_a_pair_as_one_draw(draws):
+    half = draws[:, : N // 2]
+    X = torch.stack([half, 1 - half], 2).reshape(R, N, F)  # each mask then its complement
+    y, w = model(X), kernel(X)
+    fit = linear_regression(X, y, w)
+    spread = fit.coef.std(0)
+    paired = sandwich_stderr(X, y, w, fit.coef, fit.intercept, cluster_size=2)
+    torch.testing.assert_close(paired.mean(0), spread, rtol=0.12, atol=0)
+    naive = sandwich_stderr(X, y, w, fit.coef, fit.intercept)
+    assert (naive.mean(0) > 1.3 * spread).all()  # pairs are not independent rows
+
+
+def test_fixed_rows_and_inactive_features(draws):
+    X = draws[:3]
+    y, w = model(X), kernel(X)
+    fit = linear_regression(X, y, w)
+    se = sandwich_stderr(X, y, w, fit.coef, fit.intercept)
+    # Rows enumerated exactly carry no sampling variance: fixing them all gives 0.
+    assert (sandwich_stderr(X, y, w, fit.coef, fit.intercept, fixed=torch.ones(3, N, dtype=torch.bool)) == 0).all()
+    active = torch.tensor([True, True, False, True, False]).expand(3, 1, F)
+    masked = sandwich_stderr(X, y, w, fit.coef, fit.intercept, active=active)
+    assert (masked[..., ~active[0, 0]] == 0).all() and (masked[..., active[0, 0]] > 0).all()
+    # Zero-weight rows are not samples: appending them changes nothing.
+    X2, y2, w2 = torch.cat([X, X], 1), torch.cat([y, y], 1), torch.cat([w, torch.zeros_like(w)], 1)
+    torch.testing.assert_close(sandwich_stderr(X2, y2, w2, fit.coef, fit.intercept), se)
+    # Chunking is an implementation detail.
+    torch.testing.assert_close(sandwich_stderr(X, y, w, fit.coef, fit.intercept, chunk=7), se)
+
+
+def test_batch_equals_loop(draws):
+    X = draws[:3]
+    y, w = model(X), kernel(X)
+    fit = ridge(X, y, w, alpha=1.0)
+    batched = sandwich_stderr(X, y, w, fit.coef, fit.intercept, alpha=1.0)
+    for b in range(3):
+        torch.testing.assert_close(sandwich_stderr(X[b], y[b], w[b], fit.coef[b], fit.intercept[b], alpha=1.0), batched[b])
+
+
+def test_errors():
+    X = torch.ones(10, 3)
+    with pytest.raises(ValueError, match=r"expected n = 10 samples in whole clusters of 3, got a remainder"):
+        sandwich_stderr(X, torch.ones(10, 1), torch.ones(10), torch.ones(1, 3), torch.ones(1), cluster_size=3)
+    with pytest.raises(ValueError, match=r"expected X \(\.\.\., n, F\), y \(\.\.\., n, K\) and coef \(\.\.\., K, F\) to match"):
+        sandwich_stderr(X, torch.ones(9, 1), torch.ones(10), torch.ones(1, 3), torch.ones(1))
