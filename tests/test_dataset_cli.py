@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from torchlime import GlobalAggregator, GlobalImportance
-from torchlime._dataset_cli import read_manifest
+from torchlime.cli.explain_dataset import read_manifest
 from torchlime.cli import main
 from torchlime.music import Explanation
 

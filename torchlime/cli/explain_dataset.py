@@ -1,7 +1,7 @@
-"""``torchlime explain-dataset`` and ``torchlime aggregate``: explanations of a whole dataset.
+"""``torchlime explain-dataset``: explanations of every song of a CSV manifest.
 
-explain-dataset reads a CSV manifest (``audio``, ``lyrics``, optional ``id`` and ``label``;
-relative paths are relative to the manifest's folder), writes one explanation JSON per song
+It reads a CSV manifest (``audio``, ``lyrics``, optional ``id`` and ``label``; relative
+paths are relative to the manifest's folder), writes one explanation JSON per song
 atomically (``<out>/<id>.json``), skips songs whose JSON is already there (so a rerun after
 a crash redoes no finished song), and ends with the global importances of all songs
 (``<out>/global_importance.json`` and ``.png``). Under ``torchrun`` every process takes the
@@ -22,9 +22,10 @@ from typing import Any
 
 import torch
 
-__all__ = ["ManifestRow", "read_manifest", "song_seed", "cmd_explain_dataset", "cmd_aggregate", "add_parsers"]
+from ._common import add_run_args, add_song_args, explain, load_model_spec, prepare_song
+from .aggregate import GLOBAL_NAME, add_aggregation_args, make_aggregator, write_global
 
-GLOBAL_NAME = "global_importance"
+__all__ = ["ManifestRow", "read_manifest", "song_seed", "add_parser", "run"]
 
 
 @dataclass
@@ -71,6 +72,28 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
     return rows
 
 
+def song_seed(seed: int, song_id: str) -> int:
+    """The mask seed of one song: a hash of ``--seed`` and its id (63 bits)."""
+    digest = hashlib.sha256(f"{seed}:{song_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("explain-dataset", help="explain every song of a CSV manifest, resumable; torchrun shards it")
+    add_run_args(p)
+    p.set_defaults(device=None)
+    p.add_argument("--manifest", required=True, help="CSV with columns audio, lyrics (optional id, label)")
+    p.add_argument("--model", required=True, help="module:factory (see torchlime explain)")
+    add_song_args(p)
+    p.add_argument("--modality", default="both", choices=["both", "audio", "lyrics"])
+    p.add_argument("--targets", nargs="+", default=["all"], help="class indices, or all (default)")
+    p.add_argument("--songs-per-batch", type=int, default=None,
+                   help="songs whose perturbations share a forward call (same audio length); default 4 on "
+                        "CUDA, 1 on CPU (measured: sharing helps a GPU, not a CPU)")
+    add_aggregation_args(p)
+    p.set_defaults(run=run)
+
+
 # -- distributed ---------------------------------------------------------------------------
 
 
@@ -106,7 +129,7 @@ def _gather_lists(items: list[Any], world: int) -> list[Any]:
 
 def _load_done(path: Path) -> Any:
     """The saved explanation at ``path``, or None if it is missing or unreadable."""
-    from .music import Explanation
+    from ..music import Explanation
 
     if not path.is_file():
         return None
@@ -117,24 +140,23 @@ def _load_done(path: Path) -> Any:
         return None
 
 
-def cmd_explain_dataset(args: argparse.Namespace) -> int:
-    from .cli import load_model_spec, prepare_song
-    from .music import MusicLime, OpenUnmixSeparator
+def run(args: argparse.Namespace) -> int:
+    from ..music import OpenUnmixSeparator
 
     rank, world, device = _init_distributed(args.device)
     try:
         rows = read_manifest(args.manifest)
         out = Path(args.out)
         spec = load_model_spec(args.model, device)
-        names = spec.get("labels")
-        label_names = dict(enumerate(names)) if names else None
+        names = spec.labels
+        label_names = spec.label_names
         targets: Any = "all" if args.targets == ["all"] else [int(t) for t in args.targets]
         mine = rows[rank::world]
         if args.songs_per_batch is None:
             args.songs_per_batch = 4 if device.type == "cuda" else 1
         if args.songs_per_batch < 1:
             raise ValueError(f"expected --songs-per-batch >= 1, got {args.songs_per_batch}")
-        explainer = MusicLime(spec["forward"], apply_softmax=spec.get("apply_softmax", False))
+        explainer = spec.explainer()
         separator = OpenUnmixSeparator(args.separator, device=device)
         aggregator: Any = None
         failures: list[str] = []
@@ -144,7 +166,7 @@ def cmd_explain_dataset(args: argparse.Namespace) -> int:
             nonlocal aggregator
             if aggregator is None:
                 classes = int(exps[0].prediction.numel())
-                aggregator = _make_aggregator(args, classes, names).to(device)
+                aggregator = make_aggregator(args, classes, names).to(device)
             aggregator.update(exps)
 
         from tqdm.auto import tqdm
@@ -160,10 +182,10 @@ def cmd_explain_dataset(args: argparse.Namespace) -> int:
             # One generator per song, seeded from --seed and the song's id: a song's masks do
             # not depend on the batch, the process or the run it lands in.
             generators = [torch.Generator(device).manual_seed(song_seed(args.seed, p[0].id)) for p in pending]
-            exps = explainer.explain(
-                [p[1] for p in pending], [p[2] for p in pending], targets=targets, n_samples=args.n_samples,
+            exps = explain(
+                explainer, [p[1] for p in pending], [p[2] for p in pending], targets, n_samples=args.n_samples,
                 modality=args.modality, num_features=args.num_features, generator=generators,
-                batch_size=args.batch_size, songs_per_batch=args.songs_per_batch,
+                perturbations_per_eval=args.batch_size, songs_per_batch=args.songs_per_batch,
                 song_info=[_song_info(p[0]) for p in pending],
             )
             for (row, _, _), exp in zip(pending, exps):
@@ -196,7 +218,7 @@ def cmd_explain_dataset(args: argparse.Namespace) -> int:
         bar.close()
 
         if aggregator is None:  # this process had nothing to aggregate: empty, typed states
-            aggregator = _make_aggregator(args, len(names) if names else _num_classes(spec, device), names).to(device)
+            aggregator = make_aggregator(args, len(names) if names else spec.num_classes(device), names).to(device)
         result = aggregator.compute()  # reduces over all processes
         failures = _gather_lists(failures, world)
         counts = _gather_lists([(explained, done)], world)
@@ -206,7 +228,7 @@ def cmd_explain_dataset(args: argparse.Namespace) -> int:
             print(f"{total_explained} songs explained, {total_done} already done (skipped), "
                   f"{len(failures)} failed, {world} process(es)")
             if total_explained + total_done:
-                _write_global(result, out, args.top_k_report)
+                write_global(result, out, args.top_k_report)
             if failures:
                 print(f"{len(failures)} song(s) failed:", file=sys.stderr)
                 for failure in failures:
@@ -222,133 +244,8 @@ def cmd_explain_dataset(args: argparse.Namespace) -> int:
             torch.distributed.destroy_process_group()
 
 
-def _num_classes(spec: dict[str, Any], device: torch.device) -> int:
-    """The model's number of classes without a song: a silent second and one empty line."""
-    with torch.no_grad():
-        tok = spec["tokenizer"]("", return_tensors="pt")
-        audio = torch.zeros(1, int(spec.get("channels", 1)), int(spec["sample_rate"]), device=device)
-        return int(spec["forward"](audio, tok["input_ids"].to(device), tok["attention_mask"].to(device)).shape[-1])
-
-
-def song_seed(seed: int, song_id: str) -> int:
-    """The mask seed of one song: a hash of ``--seed`` and its id (63 bits)."""
-    digest = hashlib.sha256(f"{seed}:{song_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
 def _song_info(row: ManifestRow) -> dict[str, Any]:
     info: dict[str, Any] = {"id": row.id, "audio": str(row.audio), "lyrics": str(row.lyrics)}
     if row.label is not None:
         info["label"] = row.label
     return info
-
-
-def _make_aggregator(args: argparse.Namespace, classes: int, names: list[str] | None) -> Any:
-    from .aggregation._aggregator import GlobalAggregator
-
-    return GlobalAggregator(classes, label=args.label, components=args.components, top_k=args.top_k,
-                            class_names=names if names and len(names) == classes else None)
-
-
-def _write_global(result: Any, out: Path, k: int) -> None:
-    path = result.save_json(out / f"{GLOBAL_NAME}.json")
-    png = result.save_figure(out / f"{GLOBAL_NAME}.png", k=k)
-    print(f"wrote {path}\nwrote {png}")
-    for cname, top in result.ranking("homogeneity", k=k).items():
-        shown = ", ".join(f"{name[:30]} {value:.3f}" for name, value in top) or "(no explanation)"
-        print(f"  {cname}: {shown}")
-
-
-# -- aggregate -------------------------------------------------------------------------------
-
-
-def cmd_aggregate(args: argparse.Namespace) -> int:
-    import json
-
-    from .music import Explanation
-
-    loaded: list[tuple[Path, Any]] = []  # (file, explanation)
-    skipped = 0
-    for name in args.files:
-        path = Path(name)
-        if not path.is_file():
-            raise ValueError(f"expected explanation JSON files, got {str(path)!r}, which does not exist")
-        with open(path, encoding="utf-8") as f:
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"expected explanation JSON files, got invalid JSON in {str(path)!r}: {err}") from None
-        if isinstance(data, dict) and str(data.get("format", "")).startswith("torchlime.GlobalImportance"):
-            skipped += 1  # an earlier aggregate in the same folder
-            continue
-        try:
-            loaded.append((path, Explanation.from_dict(data)))
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
-    if not loaded:
-        raise ValueError("expected at least one explanation JSON, got none")
-    exps = [exp for _, exp in loaded]
-    classes = args.num_classes or int(exps[0].prediction.numel())
-    names = args.class_names
-    if names is not None and len(names) != classes:
-        raise ValueError(f"expected {classes} --class-names, got {len(names)}")
-    if names is None:
-        names = _label_names(exps, classes)
-    aggregator = _make_aggregator(args, classes, names)
-    for path, exp in loaded:
-        try:
-            aggregator.update(exp)
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from None
-    result = aggregator.compute()
-    out = Path(args.out)
-    print(f"{len(exps)} explanations aggregated" + (f" ({skipped} aggregate file(s) skipped)" if skipped else ""))
-    _write_global(result, out, args.top_k_report)
-    return 0
-
-
-def _label_names(exps: list[Any], classes: int) -> list[str] | None:
-    """Class names from the saved ``prediction_label`` fields, where every class has one."""
-    found: dict[int, str] = {}
-    for exp in exps:
-        found.update(exp.metadata.get("label_names", {}))
-    return [found[c] for c in range(classes)] if len(found) == classes else None
-
-
-# -- argparse --------------------------------------------------------------------------------
-
-
-def _aggregation_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--label", default="predicted", choices=["predicted", "explained"],
-                   help="which class an explanation counts for (default: the predicted one, as MusicLIME)")
-    p.add_argument("--components", default="positive", choices=["positive", "negative", "both"],
-                   help="which weights count (default: positive, as MusicLIME)")
-    p.add_argument("--top-k", type=int, default=None, help="only the top-k components of each explanation")
-    p.add_argument("--top-k-report", type=int, default=10, help="features per class printed and plotted")
-
-
-def add_parsers(sub: Any, common: Any) -> None:
-    """Add ``explain-dataset`` and ``aggregate`` to the console script's subparsers."""
-    from .cli import add_song_args
-
-    ds = sub.add_parser("explain-dataset", help="explain every song of a CSV manifest, resumable; torchrun shards it")
-    common(ds)
-    ds.set_defaults(device=None)
-    ds.add_argument("--manifest", required=True, help="CSV with columns audio, lyrics (optional id, label)")
-    ds.add_argument("--model", required=True, help="module:factory (see torchlime explain)")
-    add_song_args(ds)
-    ds.add_argument("--modality", default="both", choices=["both", "audio", "lyrics"])
-    ds.add_argument("--targets", nargs="+", default=["all"], help="class indices, or all (default)")
-    ds.add_argument("--songs-per-batch", type=int, default=None,
-                    help="songs whose perturbations share a forward call (same audio length); default 4 on "
-                         "CUDA, 1 on CPU (measured: sharing helps a GPU, not a CPU)")
-    _aggregation_args(ds)
-    ds.set_defaults(func=cmd_explain_dataset)
-
-    agg = sub.add_parser("aggregate", help="global importances from saved explanation JSON files")
-    agg.add_argument("files", nargs="+", help="explanation JSON files (e.g. results/*.json)")
-    agg.add_argument("--out", default=".", help="folder for global_importance.json and .png (default: .)")
-    agg.add_argument("--num-classes", type=int, default=None, help="default: the length of the saved predictions")
-    agg.add_argument("--class-names", nargs="+", default=None)
-    _aggregation_args(agg)
-    agg.set_defaults(func=cmd_aggregate)
