@@ -62,6 +62,9 @@ class GlobalAggregator(Metric):
     - open (``feature_names=None``, e.g. lyric lines or words, which differ per song):
       every update keeps its features' names (as UTF-8 bytes, so they cross process
       boundaries with the sums); ``compute()`` merges them by name, in natural sort order.
+      A repeated lyric line is one feature per occurrence (``LyricsFactorization`` names
+      the second ``"<line> (2)"``): first occurrences merge across songs, second
+      occurrences with second occurrences, and so on.
 
     Args:
         num_classes: C.
