@@ -409,12 +409,22 @@ def test_identity_names_the_weights_and_every_option(ckpt, sep, tmp_path):
     json.dumps(sep.identity)  # a cache key: JSON-able
 
 
-def test_progress_bar_counts_the_target_models(sep, capsys):
+def test_progress_bar_counts_the_target_models(sep, capsys, monkeypatch):
+    import tqdm.auto
+
+    closed = []
+
+    class Recorded(tqdm.auto.tqdm):
+        def close(self):
+            closed.append((self.n, self.total))
+            super().close()
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorded)
     x = noise(2, 6000)
     quiet = sep(x, 44100)
-    capsys.readouterr()
+    assert closed == [] and capsys.readouterr().err == ""
     shown = sep(x, 44100, show_progress=True, desc="separating song.wav")
-    err = capsys.readouterr().err
-    assert "separating song.wav" in err and "5/5" in err  # 4 target models + Wiener filter and iSTFT
+    assert "separating song.wav" in capsys.readouterr().err
+    assert closed and set(closed) == {(5, 5)}  # 4 target models, then the Wiener filter and inverse STFT
     torch.testing.assert_close(shown, quiet, rtol=0, atol=0)
     assert not any(m._forward_hooks for m in sep.module.target_models.values())  # hooks removed

@@ -10,7 +10,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["GLOBAL_NAME", "add_parser", "run", "add_aggregation_args", "make_aggregator", "write_global"]
+from .._checks import check_int
+from ._common import add_command
+
+__all__ = ["GLOBAL_NAME", "add_parser", "run", "add_aggregation_args", "make_aggregator", "write_global",
+           "class_names"]
 
 GLOBAL_NAME = "global_importance"
 
@@ -18,10 +22,12 @@ GLOBAL_NAME = "global_importance"
 def add_aggregation_args(p: argparse.ArgumentParser) -> None:
     """The options of the global aggregation (explain-dataset and aggregate)."""
     p.add_argument("--label", default="predicted", choices=["predicted", "explained"],
-                   help="which class an explanation counts for (default: the predicted one, as MusicLIME)")
+                   help="which class an explanation counts for: the predicted one (as MusicLIME), or every "
+                        "explained one")
     p.add_argument("--components", default="positive", choices=["positive", "negative", "both"],
-                   help="which weights count (default: positive, as MusicLIME)")
-    p.add_argument("--top-k", type=int, default=None, help="only the top-k components of each explanation")
+                   help="which weights count (positive: as MusicLIME)")
+    p.add_argument("--top-k", type=int, default=None,
+                   help="only the top-k components of each explanation (default: every selected component)")
     p.add_argument("--top-k-report", type=int, default=10, help="features per class printed and plotted")
 
 
@@ -44,11 +50,18 @@ def write_global(result: Any, out: Path, k: int) -> None:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("aggregate", help="global importances from saved explanation JSON files")
+    p = add_command(sub, "aggregate", "global importances from saved explanation JSON files",
+                    "Aggregate saved explanations (from explain or explain-dataset) into global importances per "
+                    "class (LIME, average and homogeneity-weighted, van der Linden et al. 2019): "
+                    "<out>/global_importance.json and .png. Lyric units are merged by name across songs; a "
+                    "repeated line's later occurrences are features of their own (\"line (2)\", ...).")
     p.add_argument("files", nargs="+", help="explanation JSON files (e.g. results/*.json)")
-    p.add_argument("--out", default=".", help="folder for global_importance.json and .png (default: .)")
-    p.add_argument("--num-classes", type=int, default=None, help="default: the length of the saved predictions")
-    p.add_argument("--class-names", nargs="+", default=None)
+    p.add_argument("--out", default=".", help="folder for global_importance.json and .png")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="number of classes (default: the length of the saved predictions)")
+    p.add_argument("--class-names", nargs="+", default=None,
+                   help="names of the classes without a saved name; a name that disagrees with a saved one is "
+                        "refused (default: the names saved in the explanations, else 0, 1, ...)")
     add_aggregation_args(p)
     p.set_defaults(run=run)
 
@@ -56,12 +69,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..music import Explanation
 
+    if args.top_k is not None:
+        check_int(args.top_k, "--top-k", 1)
+    check_int(args.top_k_report, "--top-k-report", 1)
     loaded: list[tuple[Path, Any]] = []  # (file, explanation)
     skipped = 0
     for name in args.files:
         path = Path(name)
         if not path.is_file():
-            raise ValueError(f"expected explanation JSON files, got {str(path)!r}, which does not exist")
+            raise ValueError(f"expected explanation JSON files, got {str(path)!r}, which "
+                             f"{'is a folder (pass its files, e.g. folder/*.json)' if path.is_dir() else 'does not exist'}")
         with open(path, encoding="utf-8") as f:
             try:
                 data = json.load(f)
@@ -76,13 +93,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{path}: {err}") from None
     if not loaded:
         raise ValueError("expected at least one explanation JSON, got none")
-    exps = [exp for _, exp in loaded]
-    classes = args.num_classes or int(exps[0].prediction.numel())
-    names = args.class_names
-    if names is not None and len(names) != classes:
-        raise ValueError(f"expected {classes} --class-names, got {len(names)}")
-    if names is None:
-        names = _label_names(exps, classes)
+    classes = int(args.num_classes or loaded[0][1].prediction.numel())
+    names = class_names(loaded, classes, args.class_names)
     aggregator = make_aggregator(args, classes, names)
     for path, exp in loaded:
         try:
@@ -90,14 +102,42 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
     result = aggregator.compute()
-    print(f"{len(exps)} explanations aggregated" + (f" ({skipped} aggregate file(s) skipped)" if skipped else ""))
+    print(f"{len(loaded)} explanations aggregated" + (f" ({skipped} aggregate file(s) skipped)" if skipped else ""))
     write_global(result, Path(args.out), args.top_k_report)
     return 0
 
 
-def _label_names(exps: list[Any], classes: int) -> list[str] | None:
-    """Class names from the saved ``prediction_label`` fields, where every class has one."""
-    found: dict[int, str] = {}
-    for exp in exps:
-        found.update(exp.metadata.get("label_names", {}))
-    return [found[c] for c in range(classes)] if len(found) == classes else None
+def class_names(loaded: list[tuple[Path, Any]], classes: int, given: list[str] | None) -> list[str] | None:
+    """The class names: those saved in the explanations, ``given`` (``--class-names``) for the rest.
+
+    A saved name is a ``prediction_label`` other than the class index itself (what
+    explanations without class names save).
+
+    Raises:
+        ValueError: ``given`` of the wrong length or disagreeing with a saved name, or two
+            files saving different names for one class.
+    """
+    saved: dict[int, tuple[str, Path]] = {}
+    for path, exp in loaded:
+        for label, name in exp.metadata.get("label_names", {}).items():
+            if name == str(label):
+                continue
+            if label in saved and saved[label][0] != name:
+                raise ValueError(f"expected one name per class in the explanations, got {saved[label][0]!r} in "
+                                 f"{saved[label][1]} and {name!r} in {path} for class {label}")
+            saved[label] = (name, path)
+    if given is not None:
+        if len(given) != classes:
+            raise ValueError(f"expected {classes} --class-names, got {len(given)}")
+        for label, (name, path) in sorted(saved.items()):
+            if label < classes and given[label] != name:
+                raise ValueError(f"expected --class-names to agree with the names saved in the explanations, got "
+                                 f"{given[label]!r} for class {label}, which {path} names {name!r} (drop "
+                                 f"--class-names to use the saved names)")
+        filled = [f"{c}: {given[c]}" for c in range(classes) if c not in saved]
+        if filled and saved:
+            print(f"--class-names name the classes without a saved name ({', '.join(filled)})")
+        return list(given)
+    if not saved:
+        return None
+    return [saved[c][0] if c in saved else str(c) for c in range(classes)]

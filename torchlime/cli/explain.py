@@ -7,38 +7,75 @@ from pathlib import Path
 
 import torch
 
-from ._common import add_run_args, add_song_args, explain, load_model_spec, prepare_song, print_top, write_outputs
+from ._common import (
+    DEMO_FACTORY,
+    MODALITIES,
+    SongFiles,
+    add_command,
+    add_run_args,
+    add_song_args,
+    add_target_args,
+    check_outputs,
+    check_run_args,
+    choose_targets,
+    device_of,
+    explain,
+    load_model_spec,
+    make_separator,
+    parse_targets,
+    predict,
+    prepare_song,
+    print_top,
+    song_options,
+    write_outputs,
+)
 
 __all__ = ["add_parser", "run"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("explain", help="explain one song with your model")
-    add_run_args(p)
-    p.add_argument("--audio", required=True, help="audio file (anything soundfile reads)")
-    p.add_argument("--lyrics", required=True, help="lyrics text file")
-    p.add_argument("--model", required=True, help="module:factory returning forward, sample_rate, tokenizer "
-                                                  "(e.g. torchlime.music.demo.factory:factory)")
+    p = add_command(sub, "explain", "explain one song with your model",
+                    "Explain one song: separate it (or read its stems), cut the stems into segments and the lyrics "
+                    "into lines or words, explain the model's prediction and write <out>/<song>.json, "
+                    "<song>_label<k>.png and <song>_label<k>_top_audio.wav (<song>: the audio file's name without "
+                    "extension).")
+    p.add_argument("--audio", default=None, metavar="FILE",
+                   help="the song's audio file (anything soundfile reads) (default: none, which needs --stems; with "
+                        "--stems it is the mixture)")
+    p.add_argument("--lyrics", required=True, metavar="FILE", help="lyrics text file (UTF-8)")
+    p.add_argument("--model", required=True, metavar="MODULE:FACTORY",
+                   help=f"a factory returning forward, sample_rate, tokenizer (the shipped demo model: {DEMO_FACTORY})")
     add_song_args(p)
-    p.add_argument("--modality", default="both", choices=["both", "audio", "lyrics"])
-    p.add_argument("--targets", type=int, nargs="+", default=[1])
+    p.add_argument("--modality", default="both", choices=MODALITIES,
+                   help="what is perturbed: both, audio only (lyrics kept) or lyrics only (audio kept)")
+    add_target_args(p)
+    add_run_args(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..music import OpenUnmixSeparator
-
-    device = torch.device(args.device)
+    check_run_args(args)
+    asked = parse_targets(args.target)
+    song = SongFiles(lyrics=Path(args.lyrics), audio=Path(args.audio) if args.audio else None,
+                     stems=Path(args.stems) if args.stems else None)
+    song.check()
+    if song.stems is not None and args.separator is not None:
+        raise ValueError(f"expected --stems or --separator, got both (--separator {args.separator})")
+    options = song_options(args)
+    out = Path(args.out)
+    check_outputs(out / f"{song.name}.json", song.source, "metadata", "song_info")
+    device = device_of(args)
+    separator = make_separator(options, device, args.quiet) if song.stems is None else None
     spec = load_model_spec(args.model, device)
-    separator = OpenUnmixSeparator(args.separator, device=device)
-    audio, lyrics = prepare_song(spec, separator, args.audio, args.lyrics, args, device)
+    audio, lyrics = prepare_song(spec, separator, song, options, device)
+    targets = choose_targets(predict(spec, audio, lyrics), asked)
     exp = explain(
-        spec.explainer(), audio, lyrics, args.targets, n_samples=args.n_samples, modality=args.modality,
+        spec.explainer(), audio, lyrics, targets, n_samples=args.n_samples, modality=args.modality,
         num_features=args.num_features, generator=torch.Generator(device).manual_seed(args.seed),
-        perturbations_per_eval=args.batch_size, show_progress=not args.quiet,
-        song_info={"audio": str(args.audio), "lyrics": str(args.lyrics)},
+        perturbations_per_eval=args.perturbations_per_eval, show_progress=not args.quiet,
+        song_info=song.info(options, args.model),
     )
-    print_top(exp, list(args.targets), spec.label_names)
-    for path in write_outputs(exp, Path(args.out), Path(args.audio).stem, list(args.targets), spec.label_names):
+    print_top(exp, targets, spec.label_names)
+    for path in write_outputs(exp, out, song.name, targets, spec.label_names):
         print(f"wrote {path}")
     return 0

@@ -238,7 +238,8 @@ class OpenUnmixSeparator:
                 f"could not fetch the pretrained weights of the Open-Unmix model {name!r} "
                 f"({type(err).__name__}: {err}). Connect to the internet once (the weights are "
                 f"then cached under {_hub_dir()}), or pass the path of a local checkpoint folder "
-                f"instead: separator.json plus <target>.json and <target>.pth for each of {targets}."
+                f"instead: separator.json plus <target>.json and <target>.pth for each of {targets}, as "
+                f"`torchlime separator save {name} DIR` writes them where the network is."
             ) from err
 
     @staticmethod
