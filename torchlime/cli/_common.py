@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import re
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -47,6 +48,7 @@ __all__ = [
     "explain",
     "check_outputs",
     "write_outputs",
+    "shorten",
     "print_top",
 ]
 
@@ -578,6 +580,20 @@ def write_outputs(exp: Any, out: Path, stem: str, labels: list[int], label_names
     return written
 
 
+def shorten(name: str, width: int) -> str:
+    """``name`` cut to ``width`` characters with "...", keeping a repeated line's `` (2)`` suffix.
+
+    Example:
+        >>> shorten("Down in the castle the candles burn (2)", 24)
+        'Down in the castl... (2)'
+    """
+    if len(name) <= width:
+        return name
+    match = re.search(r" \(\d+\)$", name)
+    tail = match.group(0) if match else ""
+    return name[: width - 3 - len(tail)].rstrip() + "..." + tail
+
+
 def print_top(exp: Any, labels: list[int], label_names: dict[int, str] | None, k: int = 10) -> None:
     """The top features of each label, one line each."""
     for label in labels:
@@ -585,6 +601,9 @@ def print_top(exp: Any, labels: list[int], label_names: dict[int, str] | None, k
         predicted = " (predicted)" if label == int(exp.prediction.argmax()) else ""
         print(f"\nlabel {label} ({name}){predicted}: model {float(exp.prediction[label]):.3f}, surrogate "
               f"{exp.local_pred[label]:.3f}, R^2 {exp.score[label]:.3f}")
-        for rank, item in enumerate(exp.get_explanation(label, k), 1):
-            feature = item["feature"] if len(item["feature"]) <= 50 else item["feature"][:47] + "..."
-            print(f"  {rank:>2}. {item['type']:<6} {feature:<50} {item['weight']:+.4f}")
+        items = exp.get_explanation(label, k)
+        for rank, item in enumerate(items, 1):
+            print(f"  {rank:>2}. {item['type']:<6} {shorten(item['feature'], 50):<50} {item['weight']:+.3g}")
+        if items and max(abs(item["weight"]) for item in items) < 1e-3:
+            print("  note: every weight is below 0.001: removing features barely changes the model's output for "
+                  "this class (is it saturated?), so this ranking says little")

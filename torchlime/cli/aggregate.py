@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .._checks import check_int
-from ._common import add_command
+from ._common import add_command, shorten
 
 __all__ = ["GLOBAL_NAME", "add_parser", "run", "add_aggregation_args", "make_aggregator", "write_global",
            "class_names"]
@@ -45,7 +45,7 @@ def write_global(result: Any, out: Path, k: int) -> None:
     png = result.save_figure(out / f"{GLOBAL_NAME}.png", k=k)
     print(f"wrote {path}\nwrote {png}")
     for cname, top in result.ranking("homogeneity", k=k).items():
-        shown = ", ".join(f"{name[:30]} {value:.3f}" for name, value in top) or "(no explanation)"
+        shown = ", ".join(f"{shorten(name, 30)} {value:.3g}" for name, value in top) or "(no explanation)"
         print(f"  {cname}: {shown}")
 
 

@@ -30,6 +30,7 @@ from ._common import (
     parse_targets,
     predict,
     prepare_song,
+    shorten,
     song_options,
 )
 from .demo import demo_song
@@ -204,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nlabel {label} ({cname}): AOPC {fmt(f.aopc[k])}{baseline}; deletion AUC {fmt(f.deletion_auc[k])}, "
               f"insertion AUC {fmt(f.insertion_auc[k])}")
         top = min(args.top_k, steps)
-        shown = ", ".join(exp.feature_names[i][:30] for i in f.order[k, :top].tolist())
+        shown = ", ".join(shorten(exp.feature_names[i], 30) for i in f.order[k, :top].tolist())
         print(f"  deleting the top {top} ({shown}): {fmt(f.deletion[k, 0])} -> {fmt(f.deletion[k, top])}")
         heldout = evaluation.heldout_score[k] if evaluation.heldout_score is not None else None
         print(f"  surrogate R^2 {fmt(evaluation.score[k])} in sample, {fmt(heldout)} held out")
