@@ -117,11 +117,14 @@ def test_every_option_says_its_default_in_help():
 
 def test_deprecated_aliases_still_work(song, monkeypatch, capsys):
     monkeypatch.chdir(song)
-    with pytest.warns(DeprecationWarning, match="--targets is deprecated, use --target"):
+    with pytest.warns(DeprecationWarning) as warned:
         rc = main(["explain", "--audio", "song.wav", "--lyrics", "song.txt", "--model", "my_model:factory",
                    "--separator", "none", "--n-samples", "16", "--batch-size", "8", "--targets", "1", "--out", "out",
                    "--device", "cpu", "--quiet", "--segments", "2"])
     assert rc == 0
+    assert sorted(str(w.message) for w in warned) == [
+        "--batch-size is deprecated, use --perturbations-per-eval (same meaning)",
+        "--targets is deprecated, use --target (same meaning)"]
     err = capsys.readouterr().err
     assert "torchlime: warning: --batch-size is deprecated, use --perturbations-per-eval (same meaning)" in err
     data = json.loads((song / "out" / "song.json").read_text())
