@@ -252,3 +252,17 @@ def test_nproc_per_node_exits_1_with_one_line_per_failure(dataset, full_run, tmp
     assert "1 song(s) failed:" in captured.err and "ghost (manifest line 7)" in captured.err
     assert "6 songs in" in captured.out and "5 songs explained, 0 already done (skipped), 1 failed, 2 process(es)" in captured.out
     assert_same_global(load_global(out / "global_importance.json"), load_global(full_run[1] / "global_importance.json"))
+
+
+def test_songs_grouped_by_their_predicted_class_equal_one_by_one(dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(dataset)
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert run(dataset, one, "--songs-per-batch", "1") == 1
+    assert run(dataset, two, "--songs-per-batch", "3") == 1
+    predicted = set()
+    for i in range(5):
+        a, b = (Explanation.load_json(d / f"song{i}.json") for d in (one, two))
+        assert a.labels == b.labels == [int(a.prediction.argmax())]  # the predicted class only, by default
+        predicted.add(a.labels[0])
+        torch.testing.assert_close(a.weights, b.weights, rtol=1e-4, atol=1e-6)  # forward calls of another size
+    assert len(predicted) > 1  # songs of several classes were grouped apart

@@ -59,3 +59,12 @@ def test_demo_factory_takes_a_song_of_any_length():
                 for a, b in zip(edges, edges[1:])]
         expected = model.head(torch.cat([sum(sums) / 751, model.embed_text(ids, mask)], -1))
         torch.testing.assert_close(spec["forward"](long, ids, mask), expected, rtol=0, atol=1e-5)  # padded vs unpadded windows
+
+
+def test_evaluate_reads_the_demo_song_from_the_explanation(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--n-samples", "40", "--quiet", "--device", "cpu"]) == 0
+    assert main(["evaluate", "--explanation", str(tmp_path / "demo.json"), "--seeds", "0", "--n-random", "0",
+                 "--heldout", "0", "--quiet", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "demo_metrics.json").read_text())
+    assert report["settings"]["song_info"]["demo_song_seed"] == 7 and set(report["labels"]) == {"label_1"}
+    assert "planted cause" not in capsys.readouterr().err
