@@ -2,15 +2,14 @@
 
 The published weights cannot be downloaded on the build machines, and separation time
 depends on the architecture, not on the weights: :func:`write_checkpoint` saves a folder
-in openunmix's format (``separator.json`` + ``<target>.json`` + ``<target>.pth``, what
-``openunmix/scripts/train.py`` writes and :class:`torchlime.music.OpenUnmixSeparator`
-loads) holding randomly initialised models of the ``umxhq`` or ``umxl`` architecture
-(``tiny`` is a small stand-in for the test suite).
+in openunmix's format with :func:`torchlime.music.save_separator` (what
+``torchlime separator save`` writes and :class:`torchlime.music.OpenUnmixSeparator` loads)
+holding randomly initialised models of the ``umxhq`` or ``umxl`` architecture (``tiny`` is
+a small stand-in for the test suite).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -33,26 +32,24 @@ def write_checkpoint(folder: Path, arch: str = "umxhq", seed: int = 0) -> dict[s
     Returns:
         What the JSON records about it (architecture, parameters, bytes on disk).
     """
-    from openunmix.model import OpenUnmix
+    from openunmix.model import OpenUnmix, Separator
     from openunmix.utils import bandwidth_to_max_bin
 
+    from torchlime.music import OpenUnmixSeparator, save_separator
+
     spec = ARCHITECTURES[arch]
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "separator.json").write_text(json.dumps(
-        {"nfft": spec["nfft"], "nhop": spec["nhop"], "sample_rate": spec["sample_rate"], "nb_channels": 2}))
     max_bin = int(bandwidth_to_max_bin(rate=spec["sample_rate"], n_fft=spec["nfft"], bandwidth=spec["bandwidth"]))
-    params = 0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for t in TARGETS:
-            net = OpenUnmix(nb_bins=spec["nfft"] // 2 + 1, nb_channels=2, hidden_size=spec["hidden_size"],
-                            max_bin=max_bin)
-            params += sum(p.numel() for p in net.parameters())
-            args = {"target": t, "nfft": spec["nfft"], "nhop": spec["nhop"], "nb_channels": 2,
-                    "hidden_size": spec["hidden_size"], "bandwidth": spec["bandwidth"], "seed": seed}
-            (folder / f"{t}.json").write_text(json.dumps({"args": args, "epochs_trained": 0}))
-            torch.save(net.state_dict(), folder / f"{t}.pth")
+        if arch in ("umxhq", "umxl"):  # the published architecture, built by openunmix's hub code
+            module = OpenUnmixSeparator(arch, targets=list(TARGETS), pretrained=False, device="cpu").module
+        else:
+            nets = {t: OpenUnmix(nb_bins=spec["nfft"] // 2 + 1, nb_channels=2, hidden_size=spec["hidden_size"],
+                                 max_bin=max_bin) for t in TARGETS}
+            module = Separator(nets, sample_rate=spec["sample_rate"], n_fft=spec["nfft"], n_hop=spec["nhop"],
+                               nb_channels=2)
+    save_separator(module, folder)
+    params = sum(p.numel() for net in module.target_models.values() for p in net.parameters())
     return {
         "architecture": arch,
         "weights": "random initialisation (seed %d), saved as a local checkpoint folder: the published "

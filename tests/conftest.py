@@ -19,3 +19,17 @@ class FakeGenerator:
 
     def __init__(self, device):
         self.device = torch.device(device)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _stems_cache_in_a_temporary_folder(tmp_path_factory):
+    """The CLI caches separated stems under $TORCHLIME_CACHE: never the user's cache in tests."""
+    import os
+
+    previous = os.environ.get("TORCHLIME_CACHE")
+    os.environ["TORCHLIME_CACHE"] = str(tmp_path_factory.mktemp("torchlime_cache"))
+    yield
+    if previous is None:
+        os.environ.pop("TORCHLIME_CACHE", None)
+    else:
+        os.environ["TORCHLIME_CACHE"] = previous

@@ -46,7 +46,7 @@ def song(tmp_path):
 def test_explain_writes_json_png_wav(song, monkeypatch, capsys):
     monkeypatch.chdir(song)
     rc = main(["explain", "--audio", "song.wav", "--lyrics", "song.txt", "--model", "my_model:factory",
-               "--separator", str(song / "umx"), "--n-samples", "64", "--batch-size", "32", "--targets", "0",
+               "--separator", str(song / "umx"), "--n-samples", "64", "--perturbations-per-eval", "32", "--target", "0",
                "--out", "out", "--device", "cpu", "--quiet", "--segments", "4"])
     assert rc == 0
     out = capsys.readouterr().out
@@ -71,3 +71,268 @@ def test_explain_errors(song, monkeypatch, capsys):
     assert "could not read audio file" in capsys.readouterr().err
     assert main(base + ["--audio", "missing.wav", "--model", "my_model:factory"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# -- options and their defaults -----------------------------------------------------------------
+
+
+def subparsers():
+    import argparse
+
+    from torchlime.cli import build_parser
+
+    def walk(parser, prefix):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, prefix + [name])
+        yield prefix, parser
+
+    return [(" ".join(name), p) for name, p in walk(build_parser(), []) if name]
+
+
+def test_every_option_says_its_default_in_help():
+    import argparse
+
+    from torchlime.cli._common import HelpFormatter
+
+    checked = 0
+    for name, parser in subparsers():
+        formatter = HelpFormatter(parser.prog)
+        for action in parser._actions:
+            if not action.option_strings or action.help == argparse.SUPPRESS or isinstance(action, argparse._HelpAction):
+                continue
+            text = formatter._expand_help(action)
+            assert action.required or "(default: " in text, f"torchlime {name} {action.option_strings[0]}: {text!r}"
+            checked += 1
+    assert checked > 80
+    helps = dict(subparsers())
+    explain = " ".join(helps["explain"].format_help().split())
+    for shown in ("--separator NAME|DIR|none", "(default: umxl)", "--n-samples N perturbations per song (>= 2) "
+                  "(default: 1000)", "(default: 10)", "(default: line)", "(default: the predicted class only)",
+                  "--keep-residual", "(default: off)", "--perturbations-per-eval N", "(default: 100)"):
+        assert shown in explain, shown
+    assert "--batch-size" not in explain and "--targets" not in explain  # deprecated aliases are not advertised
+
+
+def test_deprecated_aliases_still_work(song, monkeypatch, capsys):
+    monkeypatch.chdir(song)
+    with pytest.warns(DeprecationWarning) as warned:
+        rc = main(["explain", "--audio", "song.wav", "--lyrics", "song.txt", "--model", "my_model:factory",
+                   "--separator", "none", "--n-samples", "16", "--batch-size", "8", "--targets", "1", "--out", "out",
+                   "--device", "cpu", "--quiet", "--segments", "2"])
+    assert rc == 0
+    assert sorted(str(w.message) for w in warned) == [
+        "--batch-size is deprecated, use --perturbations-per-eval (same meaning)",
+        "--targets is deprecated, use --target (same meaning)"]
+    err = capsys.readouterr().err
+    assert "torchlime: warning: --batch-size is deprecated, use --perturbations-per-eval (same meaning)" in err
+    data = json.loads((song / "out" / "song.json").read_text())
+    assert set(data["explanations"]) == {"label_0", "label_1"}  # the predicted class 0, and 1 asked for
+    assert data["metadata"]["explanation_params"]["perturbations_per_eval"] == 8
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--model", "my_model"], r"expected --model as module:factory \(e.g. torchlime.music.demo.factory:factory\)"),
+    (["--model", "my_model:nothing"], r"has no callable 'nothing' .*the demo model is torchlime.music.demo.factory:factory"),
+    (["--n-samples", "1"], "expected --n-samples >= 2, got 1"),
+    (["--segments", "0"], "expected --segments >= 1, got 0"),
+    (["--perturbations-per-eval", "0"], "expected --perturbations-per-eval >= 1, got 0"),
+    (["--target", "2"], r"target 2 is out of range for a model with 2 classes"),
+    (["--target", "all", "1"], r"expected --target all alone or class indices, got \['all', '1'\]"),
+    (["--lyrics", "latin1.txt"], r"expected UTF-8 text in the lyrics file 'latin1.txt'"),
+    (["--separator", "no_such_folder/"], r"expected a published Open-Unmix model name .* got 'no_such_folder'"),
+    (["--device", "gpu:x"], r"expected --device as a torch device such as cpu, cuda or cuda:1, got 'gpu:x'"),
+])
+def test_explain_option_errors(song, monkeypatch, capsys, extra, message):
+    import re
+
+    monkeypatch.chdir(song)
+    (song / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
+    base = ["explain", "--audio", "song.wav", "--lyrics", "song.txt", "--model", "my_model:factory", "--separator",
+            "none", "--segments", "2", "--out", "out", "--n-samples", "8", "--quiet", "--device", "cpu"]
+    assert main(base + extra) == 2  # a repeated option: the last one counts
+    err = capsys.readouterr().err
+    assert err.startswith("torchlime explain: error: ") and len(err.strip().splitlines()) == 1, err
+    assert re.search(message, err), err
+
+
+def test_outputs_of_two_songs_with_one_name_do_not_overwrite_each_other(song, monkeypatch, capsys):
+    import soundfile as sf
+
+    monkeypatch.chdir(song)
+
+    wave, rate = sf.read(song / "song.wav")
+    sf.write(song / "song.flac", wave, rate)
+    base = ["explain", "--lyrics", "song.txt", "--model", "my_model:factory", "--separator", "none", "--segments", "2",
+            "--n-samples", "8", "--quiet", "--device", "cpu", "--out", "out"]
+    assert main(base + ["--audio", "song.wav"]) == 0
+    assert main(base + ["--audio", "song.wav", "--n-samples", "12"]) == 0  # the same song again: replaced
+    before = (song / "out" / "song.json").read_bytes()
+    capsys.readouterr()
+    assert main(base + ["--audio", "song.flac"]) == 2
+    err = capsys.readouterr().err
+    assert (f"expected --out to hold no other song's outputs, got 'out/song.json', which was written for "
+            f"{song / 'song.wav'}, not {song / 'song.flac'}") in err and "pass another --out" in err
+    assert (song / "out" / "song.json").read_bytes() == before
+
+
+# -- the stems cache ----------------------------------------------------------------------------
+
+
+def test_a_second_explanation_does_not_separate_again(song, monkeypatch, capsys, tmp_path):
+    from torchlime.music import OpenUnmixSeparator
+
+    calls = []
+    separate = OpenUnmixSeparator.separate
+
+    def counting(self, *args, **kwargs):
+        calls.append(kwargs.get("show_progress"))
+        return separate(self, *args, **kwargs)
+
+    monkeypatch.setattr(OpenUnmixSeparator, "separate", counting)
+    monkeypatch.chdir(song)
+    cache = tmp_path / "cache"
+    base = ["explain", "--audio", "song.wav", "--lyrics", "song.txt", "--model", "my_model:factory", "--separator",
+            str(song / "umx"), "--n-samples", "16", "--device", "cpu", "--cache-dir", str(cache), "--segments", "4"]
+    assert main(base + ["--out", "a", "--quiet"]) == 0
+    assert calls == [False] and len(list(cache.glob("*.pt"))) == 1 and not list(cache.glob(".*"))
+    capsys.readouterr()
+    assert main(base + ["--out", "b", "--n-samples", "24", "--modality", "audio"]) == 0  # other settings: same stems
+    assert calls == [False]
+    assert "stems of song.wav from the cache" in capsys.readouterr().err
+    # the same stems, so the same explanation as a run without the cache
+    assert main(base + ["--out", "c", "--no-cache"]) == 0
+    assert calls == [False, True]  # separated again, with its progress bar
+    assert "separating song.wav" in capsys.readouterr().err
+    assert main(base + ["--out", "a2", "--quiet"]) == 0
+    w = [json.loads((song / d / "song.json").read_text())["explanations"]["label_0"]["weights"] for d in ("a", "a2", "c")]
+    assert w[0] == w[1] == w[2]
+    # another separator setting (a copy without one target) is another key
+    assert main(base + ["--out", "d", "--quiet", "--separator", "none"]) == 0 and calls == [False, True]
+    assert len(list(cache.glob("*.pt"))) == 1  # no separation, nothing cached
+
+
+def test_a_damaged_cache_file_is_separated_again(song, monkeypatch, tmp_path):
+    monkeypatch.chdir(song)
+    cache = tmp_path / "cache"
+    base = ["explain", "--audio", "song.wav", "--lyrics", "song.txt", "--model", "my_model:factory", "--separator",
+            str(song / "umx"), "--n-samples", "8", "--device", "cpu", "--cache-dir", str(cache), "--quiet"]
+    assert main(base + ["--out", "a"]) == 0
+    (entry,) = cache.glob("*.pt")
+    entry.write_bytes(b"truncated")
+    assert main(base + ["--out", "b"]) == 0
+    assert entry.stat().st_size > 1000
+
+
+# -- clean messages -----------------------------------------------------------------------------
+
+
+def test_ctrl_c_during_separation_is_one_line(song, monkeypatch, capsys):
+    from torchlime.music import OpenUnmixSeparator
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(OpenUnmixSeparator, "separate", interrupted)
+    monkeypatch.chdir(song)
+    rc = main(["explain", "--audio", "song.wav", "--lyrics", "song.txt", "--model", "my_model:factory", "--separator",
+               str(song / "umx"), "--no-cache", "--device", "cpu", "--quiet"])
+    assert rc == 130
+    assert capsys.readouterr().err.strip() == "torchlime explain: interrupted"
+
+
+def test_offline_default_separator_fails_before_any_other_work(song, monkeypatch, capsys):
+    import urllib.error
+
+    import torch
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    monkeypatch.chdir(song)
+    (song / "slow_model.py").write_text("def factory(device):\n    raise AssertionError('the model was loaded')\n")
+    rc = main(["explain", "--audio", "song.wav", "--lyrics", "song.txt", "--model", "slow_model:factory",
+               "--device", "cpu", "--quiet"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith("torchlime explain: error: could not fetch the pretrained weights of the Open-Unmix model "
+                          "'umxl'") and "as `torchlime separator save umxl DIR` writes them" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_separator_save_then_load_it_offline(song, monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(song)
+    assert main(["separator", "save", str(song / "umx"), str(tmp_path / "mine")]) == 0
+    printed = capsys.readouterr().out
+    assert f"use it with --separator {tmp_path / 'mine'}" in printed
+    assert main(["explain", "--audio", "song.wav", "--lyrics", "song.txt", "--model", "my_model:factory",
+                 "--separator", str(tmp_path / "mine"), "--n-samples", "8", "--device", "cpu", "--quiet",
+                 "--out", "saved", "--no-cache"]) == 0
+    assert json.loads((song / "saved" / "song.json").read_text())["metadata"]["song_info"]["separator"] == str(
+        tmp_path / "mine")
+    assert main(["separator", "save", str(song / "umx"), str(tmp_path / "mine")]) == 2
+    assert "already holds separator.json; remove it or pick another folder" in capsys.readouterr().err
+    assert main(["separator", "save", "umxse", str(tmp_path / "random"), "--random-weights"]) == 0
+    assert sorted(p.name for p in (tmp_path / "random").iterdir()) == [
+        "noise.json", "noise.pth", "separator.json", "speech.json", "speech.pth"]
+
+
+# -- aggregate and evaluate read what the explanations recorded --------------------------------
+
+
+@pytest.fixture()
+def explained(song, monkeypatch):
+    """An explanation of the song (labels 0, predicted, and 1) in song/exps/song.json."""
+    monkeypatch.chdir(song)
+    assert main(["explain", "--audio", "song.wav", "--lyrics", "song.txt", "--model", "my_model:factory", "--separator",
+                 "none", "--segments", "2", "--n-samples", "16", "--quiet", "--device", "cpu", "--out", "exps",
+                 "--target", "1"]) == 0
+    return song / "exps" / "song.json"
+
+
+def test_aggregate_keeps_saved_class_names(explained, song, capsys):
+    assert main(["aggregate", str(explained), "--out", "agg", "--class-names", "quiet", "loud"]) == 2
+    assert ("expected --class-names to agree with the names saved in the explanations, got 'quiet' for class 0, "
+            f"which {explained} names 'calm' (drop --class-names to use the saved names)") in capsys.readouterr().err
+    assert main(["aggregate", str(explained), "--out", "agg", "--class-names", "calm", "stormy"]) == 0
+    assert json.loads((song / "agg" / "global_importance.json").read_text())["class_names"] == ["calm", "stormy"]
+    assert main(["aggregate", str(explained), "--out", "agg1"]) == 0  # the saved names by default
+    assert json.loads((song / "agg1" / "global_importance.json").read_text())["class_names"] == ["calm", "stormy"]
+    # explanations saved without names: --class-names fills them in, and says so where some are saved
+    data = json.loads(explained.read_text())
+    for k, entry in data["explanations"].items():
+        entry["prediction_label"] = k.split("_")[1]
+    (song / "nameless.json").write_text(json.dumps(data))
+    assert main(["aggregate", str(song / "nameless.json"), "--out", "agg2", "--class-names", "x", "y"]) == 0
+    assert json.loads((song / "agg2" / "global_importance.json").read_text())["class_names"] == ["x", "y"]
+    assert main(["aggregate", str(song / "nameless.json"), "--out", "agg3"]) == 0
+    assert json.loads((song / "agg3" / "global_importance.json").read_text())["class_names"] == ["0", "1"]
+    data["explanations"]["label_1"]["prediction_label"] = "stormy"
+    (song / "half.json").write_text(json.dumps(data))
+    capsys.readouterr()
+    assert main(["aggregate", str(song / "half.json"), "--out", "agg4", "--class-names", "calm", "stormy"]) == 0
+    assert "--class-names name the classes without a saved name (0: calm)" in capsys.readouterr().out
+    # two files that disagree
+    data["explanations"]["label_1"]["prediction_label"] = "windy"
+    (song / "windy.json").write_text(json.dumps(data))
+    assert main(["aggregate", str(explained), str(song / "windy.json"), "--out", "agg5"]) == 2
+    assert "expected one name per class in the explanations, got 'stormy' in" in capsys.readouterr().err
+    assert main(["aggregate", str(song / "exps")]) == 2
+    assert "is a folder (pass its files, e.g. folder/*.json)" in capsys.readouterr().err
+
+
+def test_evaluate_an_explanation_reads_its_song_and_model(explained, song, capsys):
+    rc = main(["evaluate", "--explanation", str(explained), "--seeds", "0", "--n-random", "0", "--heldout", "0",
+               "--quiet", "--device", "cpu", "--out", "metrics"])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads((song / "metrics" / "song_metrics.json").read_text())
+    assert set(report["labels"]) == {"label_0", "label_1"}  # the explanation's labels
+    assert report["settings"]["song_info"]["separator"] == "none"
+    assert report["settings"]["song_info"]["audio"] == str(song / "song.wav")
+    assert report["settings"]["explain"]["n_samples"] == 16
+    # an explicit flag wins over what the JSON records
+    assert main(["evaluate", "--explanation", str(explained), "--segments", "3", "--seeds", "0", "--quiet",
+                 "--device", "cpu", "--out", "metrics"]) == 2
+    assert "expected the audio factorization to have the 2 audio features of" in capsys.readouterr().err

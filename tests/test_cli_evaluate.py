@@ -9,13 +9,13 @@ from torchlime.cli import main
 
 from .test_cli import song  # noqa: F401 - the song-file fixture (audio, lyrics, Open-Unmix checkpoint, model)
 
-FAST = ["--n-samples", "40", "--quiet", "--device", "cpu", "--batch-size", "64"]
+FAST = ["--n-samples", "40", "--quiet", "--device", "cpu", "--perturbations-per-eval", "64"]
 
 
 def test_evaluate_demo_writes_metrics(tmp_path, capsys):
-    out = tmp_path / "m" / "metrics.json"
     rc = main(["evaluate", "--demo", *FAST, "--seeds", "2", "--n-random", "2", "--heldout", "10", "--max-k", "8",
-               "--out", str(out)])
+               "--out", str(tmp_path / "m")])
+    out = tmp_path / "m" / "demo_metrics.json"
     assert rc == 0
     printed = capsys.readouterr().out
     assert "label 1 (positive): AOPC" in printed and "(random orders" in printed
@@ -50,9 +50,9 @@ def demo_explanation(tmp_path_factory):
 
 def test_evaluate_an_existing_explanation(demo_explanation, tmp_path, capsys):
     exp, path = demo_explanation
-    out = tmp_path / "metrics.json"
     rc = main(["evaluate", "--demo", "--explanation", str(path), *FAST, "--seeds", "0", "--n-random", "0",
-               "--heldout", "0", "--max-k", "3", "--out", str(out)])
+               "--heldout", "0", "--max-k", "3", "--out", str(tmp_path)])
+    out = tmp_path / "demo_metrics.json"  # named after the explanation file
     assert rc == 0
     printed = capsys.readouterr().out
     assert "label 0 (negative)" in printed and "label 1 (positive)" in printed and "stability" not in printed
@@ -73,7 +73,10 @@ def test_evaluate_an_existing_explanation(demo_explanation, tmp_path, capsys):
     (["--top-k", "60"], r"expected 1 <= --top-k <= F = 52 \(the song's features\), got 60"),
     (["--modality", "lyrics", "--max-k", "13"], r"expected 1 <= --max-k <= F = 12 \(the song's features\), got 13"),
     (["--heldout", "1"], r"expected --heldout 0 \(no held-out R\^2\) or >= 2, got 1"),
-    (["--targets", "2"], "target 2 is out of range for a model with 2 classes"),
+    (["--target", "2"], r"target 2 is out of range for a model with 2 classes"),
+    (["--target", "x"], r"expected --target as class indices \(0, 1, ...\) or all, got 'x'"),
+    (["--out", "m/metrics.json"], r"expected --out to be a folder \(evaluate writes <out>/<song>_metrics.json\)"),
+    (["--n-samples", "1"], "expected --n-samples >= 2, got 1"),
     (["--explanation", "missing.json"], "expected an explanation JSON file, got 'missing.json', which does not exist"),
 ])
 def test_evaluate_demo_errors(extra, message, capsys, tmp_path, monkeypatch):
@@ -93,17 +96,20 @@ def test_evaluate_explanation_of_another_song_layout(demo_explanation, capsys):
 
 def test_evaluate_needs_a_song(capsys):
     assert main(["evaluate", "--audio", "song.wav"]) == 2
-    assert "expected --audio, --lyrics and --model (or --demo), missing --lyrics, --model" in capsys.readouterr().err
+    assert ("expected --audio, --lyrics and --model (or --demo, or an --explanation that records them), missing "
+            "--lyrics, --model") in capsys.readouterr().err
 
 
 def test_evaluate_song_file(song, monkeypatch, capsys):  # noqa: F811 - the fixture
     monkeypatch.chdir(song)
     rc = main(["evaluate", "--audio", "song.wav", "--lyrics", "song.txt", "--model", "my_model:factory",
-               "--separator", str(song / "umx"), "--segments", "4", "--targets", "0", "1", "--seeds", "2",
-               "--n-random", "1", "--heldout", "10", *FAST, "--out", "out/metrics.json"])
+               "--separator", str(song / "umx"), "--segments", "4", "--target", "0", "1", "--seeds", "2",
+               "--n-random", "1", "--heldout", "10", *FAST, "--out", "out"])
     assert rc == 0
     assert "label 0 (calm)" in capsys.readouterr().out
-    data = json.loads((song / "out" / "metrics.json").read_text())
+    data = json.loads((song / "out" / "song_metrics.json").read_text())
     assert set(data["labels"]) == {"label_0", "label_1"}
     assert len(data["labels"]["label_0"]["deletion_curve"]) == 16 + 5 + 1  # 4 stems x 4 segments + 5 lines
-    assert data["settings"]["song_info"] == {"audio": "song.wav", "lyrics": "song.txt"}
+    assert data["settings"]["song_info"] == {
+        "audio": str(song / "song.wav"), "lyrics": str(song / "song.txt"), "stems": None, "model": "my_model:factory",
+        "separator": str(song / "umx"), "segments": 4, "unit": "line", "keep_residual": False}

@@ -13,11 +13,13 @@ import pytest
 import torch
 
 from torchlime import GlobalAggregator, GlobalImportance
-from torchlime._dataset_cli import read_manifest
+from torchlime.cli.explain_dataset import read_manifest
 from torchlime.cli import main
 from torchlime.music import Explanation
 
 from .test_music_explainer import build_wordpiece
+
+ROOT = Path(__file__).resolve().parents[1]
 from .test_separator import write_checkpoint
 
 FACTORY = '''
@@ -77,8 +79,8 @@ def dataset(tmp_path_factory):
 
 def run(dataset, out, *extra, env=None):
     args = ["explain-dataset", "--manifest", str(dataset / "songs.csv"), "--model", "ds_model:factory",
-            "--separator", str(dataset / "umx"), "--n-samples", "16", "--batch-size", "16", "--segments", "4",
-            "--out", str(out), "--device", "cpu", "--quiet", *extra]
+            "--separator", str(dataset / "umx"), "--n-samples", "16", "--perturbations-per-eval", "16",
+            "--segments", "4", "--out", str(out), "--device", "cpu", "--quiet", *extra]
     return main(args)
 
 
@@ -88,7 +90,7 @@ def full_run(dataset, tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(dataset)
     try:
-        rc = run(dataset, out, "--songs-per-batch", "2")
+        rc = run(dataset, out, "--songs-per-batch", "2", "--target", "all")
     finally:
         os.chdir(cwd)
     return rc, out
@@ -112,7 +114,7 @@ def test_explain_dataset_writes_songs_and_the_aggregate(full_run, dataset, capsy
     written = sorted(p.name for p in out.glob("song*.json"))
     assert written == [f"song{i}.json" for i in range(5)]
     exps = [Explanation.load_json(out / name) for name in written]
-    assert exps[0].labels == [0, 1, 2]  # --targets all
+    assert exps[0].labels == [0, 1, 2]  # --target all
     assert exps[0].metadata["song_info"]["label"] == "0"
     # The global aggregate is the notebook's aggregation of exactly these explanations.
     agg = GlobalAggregator(3, class_names=["storm", "night", "rain"])
@@ -136,7 +138,7 @@ def test_missing_file_is_reported_and_listed(dataset, tmp_path, monkeypatch, cap
     with open(tmp_path / "m.csv", "a") as f:
         f.write("s1.wav,s1.txt\nmissing2.wav,s1.txt\n")
     rc = main(["explain-dataset", "--manifest", str(tmp_path / "m.csv"), "--model", "ds_model:factory",
-               "--separator", str(dataset / "umx"), "--n-samples", "8", "--batch-size", "8", "--segments", "2",
+               "--separator", str(dataset / "umx"), "--n-samples", "8", "--perturbations-per-eval", "8", "--segments", "2",
                "--out", str(tmp_path / "out"), "--device", "cpu", "--quiet"])
     err = capsys.readouterr().err
     assert rc == 1
@@ -148,11 +150,11 @@ def test_missing_file_is_reported_and_listed(dataset, tmp_path, monkeypatch, cap
 def test_resume_after_a_crash_explains_no_song_twice(dataset, full_run, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(dataset)
     out = tmp_path / "out"
-    # 1 forward call per song (one chunk of 16, row 0 the song itself): crash during the third song.
+    # 1 forward call per song (one chunk of 16; row 0 is the song itself): crash during the third song.
     monkeypatch.setenv("CRASH_AFTER_CALLS", "2")
     sys.modules.pop("ds_model", None)
-    with pytest.raises(KeyboardInterrupt):
-        run(dataset, out, "--songs-per-batch", "1")
+    assert run(dataset, out, "--songs-per-batch", "1") == 130  # Ctrl-C: one line, exit 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "torchlime explain-dataset: interrupted"
     first = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.glob("*.json")}
     assert sorted(first) == ["song0.json", "song1.json"]
     assert not list(out.glob(".*"))  # no temporary file left behind
@@ -162,6 +164,9 @@ def test_resume_after_a_crash_explains_no_song_twice(dataset, full_run, tmp_path
     rc = run(dataset, out, "--songs-per-batch", "1")
     printed = capsys.readouterr().out
     assert rc == 1  # the missing file again
+    # said up front, then at the end
+    assert printed.startswith(f"6 songs in {dataset / 'songs.csv'}: 2 already explained in {out} (skipped), 1 with "
+                              f"missing files (failed), 3 to explain\n")
     assert "3 songs explained, 2 already done (skipped), 1 failed" in printed
     for name, (data, mtime) in first.items():
         assert (out / name).read_bytes() == data and (out / name).stat().st_mtime_ns == mtime
@@ -173,11 +178,12 @@ def test_resume_after_a_crash_explains_no_song_twice(dataset, full_run, tmp_path
 def test_torchrun_two_processes_equal_one(dataset, full_run, tmp_path):
     out = tmp_path / "out"
     torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(dataset)}
+    # the model module, and this checkout's torchlime (not whichever one the venv points at)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(dataset), str(ROOT)])}
     proc = subprocess.run(
         [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "torchlime.cli", "explain-dataset",
          "--manifest", str(dataset / "songs.csv"), "--model", "ds_model:factory", "--separator", str(dataset / "umx"),
-         "--n-samples", "16", "--batch-size", "16", "--segments", "4", "--out", str(out), "--device", "cpu",
+         "--n-samples", "16", "--perturbations-per-eval", "16", "--segments", "4", "--out", str(out), "--device", "cpu",
          "--quiet"],
         cwd=dataset, env=env, capture_output=True, text=True, timeout=180,
     )
@@ -191,13 +197,13 @@ def test_manifest_errors(tmp_path):
     with pytest.raises(ValueError, match="expected a manifest CSV file, got .*which does not exist"):
         read_manifest(tmp_path / "none.csv")
     (tmp_path / "a.csv").write_text("path,text\nx.wav,x.txt\n")
-    with pytest.raises(ValueError, match=r"expected manifest columns audio, lyrics \(optional id, label\), got \['path', 'text'\]"):
+    with pytest.raises(ValueError, match=r"expected manifest columns audio \(or stems\), lyrics \(optional id, label\), got \['path', 'text'\]"):
         read_manifest(tmp_path / "a.csv")
     (tmp_path / "b.csv").write_text("audio,lyrics\nx.wav,x.txt\ndir/x.wav,y.txt\n")
     with pytest.raises(ValueError, match=r"expected unique song ids in the manifest, got duplicates \['x'\]"):
         read_manifest(tmp_path / "b.csv")
     (tmp_path / "c.csv").write_text("audio,lyrics\nx.wav,\n")
-    with pytest.raises(ValueError, match="c.csv:2: expected an audio and a lyrics path"):
+    with pytest.raises(ValueError, match=r"c.csv:2: expected an audio \(or stems\) and a lyrics path"):
         read_manifest(tmp_path / "c.csv")
     (tmp_path / "d.csv").write_text("audio,lyrics\n")
     with pytest.raises(ValueError, match="expected at least one song in the manifest"):
@@ -217,3 +223,46 @@ def test_global_importance_file_loads(full_run):
     assert result.class_names == ["storm", "night", "rain"]
     assert result.lime.shape == (3, len(result.feature_names))
     assert torch.isfinite(result.homogeneity).all()
+
+
+def test_manifest_with_a_byte_order_mark_and_stems_folders(tmp_path):
+    # "CSV UTF-8" from a spreadsheet program: a BOM before the first column name
+    (tmp_path / "bom.csv").write_bytes("id,audio,lyrics\nfirst,a.wav,a.txt\n".encode("utf-8-sig"))
+    rows = read_manifest(tmp_path / "bom.csv")
+    assert [(r.id, r.audio.name) for r in rows] == [("first", "a.wav")]
+    (tmp_path / "bom2.csv").write_bytes("audio,lyrics\nb.wav,b.txt\n".encode("utf-8-sig"))
+    assert read_manifest(tmp_path / "bom2.csv")[0].id == "b"
+    (tmp_path / "stems.csv").write_text("stems,lyrics\nsongs/one/,one.txt\n")
+    row = read_manifest(tmp_path / "stems.csv")[0]
+    assert (row.id, row.audio, row.stems) == ("one", None, tmp_path / "songs" / "one")
+    (tmp_path / "latin1.csv").write_bytes("audio,lyrics\ncaf\xe9.wav,x.txt\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"expected UTF-8 text in the manifest .*latin1.csv"):
+        read_manifest(tmp_path / "latin1.csv")
+
+
+@pytest.mark.slow
+def test_nproc_per_node_exits_1_with_one_line_per_failure(dataset, full_run, tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(dataset)
+    out = tmp_path / "out"
+    capfd.readouterr()
+    rc = run(dataset, out, "--nproc-per-node", "2")
+    captured = capfd.readouterr()
+    assert rc == 1  # the missing file, with torchrun's environment and no torchrun report
+    assert "Traceback" not in captured.err and "ChildFailedError" not in captured.err, captured.err[-3000:]
+    assert "1 song(s) failed:" in captured.err and "ghost (manifest line 7)" in captured.err
+    assert "6 songs in" in captured.out and "5 songs explained, 0 already done (skipped), 1 failed, 2 process(es)" in captured.out
+    assert_same_global(load_global(out / "global_importance.json"), load_global(full_run[1] / "global_importance.json"))
+
+
+def test_songs_grouped_by_their_predicted_class_equal_one_by_one(dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(dataset)
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert run(dataset, one, "--songs-per-batch", "1") == 1
+    assert run(dataset, two, "--songs-per-batch", "3") == 1
+    predicted = set()
+    for i in range(5):
+        a, b = (Explanation.load_json(d / f"song{i}.json") for d in (one, two))
+        assert a.labels == b.labels == [int(a.prediction.argmax())]  # the predicted class only, by default
+        predicted.add(a.labels[0])
+        torch.testing.assert_close(a.weights, b.weights, rtol=1e-4, atol=1e-6)  # forward calls of another size
+    assert len(predicted) > 1  # songs of several classes were grouped apart

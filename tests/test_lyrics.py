@@ -243,7 +243,13 @@ def test_units_and_texts_match_references(loaded, name, unit, drop_annotations):
         indexed = lime_text.IndexedString(text, bow=True, split_expression=r"\W+")
         assert f.units == indexed.inverse_vocab
         assert f.base_text == text
-    assert f.feature_names == f.units and f.num_features == len(f.units)
+    # names: the unit texts, a repeated line's later occurrences numbered ("la la la la, la la la (2)")
+    counts, names = {}, []
+    for u in f.units:
+        counts[u] = counts.get(u, 0) + 1
+        names.append(u if counts[u] == 1 else f"{u} ({counts[u]})")
+    assert f.feature_names == names and len(set(names)) == f.num_features == len(f.units)
+    assert (unit == "line") == (names != f.units)  # LYRICS repeats one line; words are distinct anyway
     assert f.text == LYRICS and f.unit == unit
     masks = random_masks(f.num_features, n=32, seed=3)
     assert f.texts(masks) == reference_texts(LYRICS, masks, unit, drop_annotations)
@@ -488,3 +494,21 @@ def test_mask_errors(loaded, exact):
     g = LyricsFactorization(LYRICS, loaded["wordpiece"], max_length=8, padding="max_length")
     with pytest.raises(ValueError, match="expected binary \\(0/1\\) lyrics masks, got other values"):
         g.compose(torch.full((3, g.num_features), 2))
+
+
+def test_repeated_lines_get_distinct_readable_names():
+    f = LyricsFactorization("I'm on fire\nla\n[Chorus]\nI'm on fire\n\nI'm on fire (2)\nI'm on fire")
+    assert f.units == ["I'm on fire", "la", "I'm on fire", "I'm on fire (2)", "I'm on fire"]
+    # a literal "(2)" line keeps its name; the repeats skip it
+    assert f.feature_names == ["I'm on fire", "la", "I'm on fire (3)", "I'm on fire (2)", "I'm on fire (4)"]
+    assert f.texts(torch.tensor([[0, 0, 1, 0, 0]])) == ["I'm on fire"]  # a name is not the text
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_line(loaded):
+    plain = LyricsFactorization("Hello there\nGeneral Kenobi", loaded["wordpiece"])
+    bom = LyricsFactorization("\ufeffHello there\nGeneral Kenobi", loaded["wordpiece"])
+    assert bom.units == plain.units == ["Hello there", "General Kenobi"] and bom.text == plain.text
+    masks = torch.tensor([[1, 1], [1, 0]])
+    assert all(torch.equal(a, b) for a, b in zip(bom.compose(masks), plain.compose(masks)))
+    words = LyricsFactorization("\ufeffhello hello", unit="word")
+    assert words.units == ["hello"] and words.texts(torch.ones(1, 1)) == ["hello hello"]

@@ -362,3 +362,69 @@ def test_a_local_folder_named_like_a_published_model_is_the_folder(tmp_path, mon
     write_checkpoint(tmp_path / "umx")
     sep = OpenUnmixSeparator("umx")  # would download the published 'umx' weights otherwise
     assert sep.sample_rate == RATE
+
+
+# ---------------------------------------------------------------- saving, identity, progress
+
+
+def test_save_writes_a_folder_that_loads_offline(ckpt, sep, tmp_path):
+    files = sep.save(tmp_path / "copy")
+    assert sorted(f.name for f in files) == sorted(
+        ["separator.json"] + [f"{t}{ext}" for t in TARGETS for ext in (".json", ".pth")])
+    again = OpenUnmixSeparator(tmp_path / "copy", device="cpu")
+    x = noise(2, 6000)
+    torch.testing.assert_close(again(x, 44100), sep(x, 44100), rtol=0, atol=0)
+    assert json.loads((tmp_path / "copy" / "vocals.json").read_text())["args"]["max_bin"] == MAX_BIN
+    assert again.identity == sep.identity  # the same weights in another folder: the same stems
+    assert not list((tmp_path / "copy").glob(".*"))  # written atomically
+
+
+def test_save_refuses_a_folder_with_a_checkpoint_and_other_objects(ckpt, sep, tmp_path):
+    sep.save(tmp_path)
+    with pytest.raises(FileExistsError, match=r"already holds \['separator.json', 'vocals.json'"):
+        sep.save(tmp_path)
+    with pytest.raises(TypeError, match="expected an OpenUnmixSeparator or an openunmix.model.Separator, got dict"):
+        from torchlime.music import save_separator
+
+        save_separator({}, tmp_path / "x")
+
+
+def test_save_refuses_what_openunmix_cannot_load(tmp_path):
+    from torchlime.music import save_separator
+
+    net = OpenUnmix(nb_bins=N_FFT // 2 + 1, nb_channels=2, hidden_size=HIDDEN, max_bin=MAX_BIN, unidirectional=True)
+    module = openunmix.model.Separator({"vocals": net}, n_fft=N_FFT, n_hop=N_HOP, nb_channels=2)
+    with pytest.raises(ValueError, match=r"expected target 'vocals' with 3 bidirectional LSTM layers .*bidirectional=False"):
+        save_separator(module, tmp_path)
+
+
+def test_identity_names_the_weights_and_every_option(ckpt, sep, tmp_path):
+    write_checkpoint(tmp_path / "other", seed=1)
+    assert OpenUnmixSeparator(tmp_path / "other", device="cpu").identity != sep.identity
+    assert OpenUnmixSeparator(ckpt, niter=0, device="cpu").identity != sep.identity
+    assert OpenUnmixSeparator(ckpt, targets=["vocals", "bass"], device="cpu").identity != sep.identity
+    assert OpenUnmixSeparator(ckpt, pretrained=False, device="cpu").identity != sep.identity  # random weights
+    identity = OpenUnmixSeparator("umxse", pretrained=False, device="cpu").identity
+    assert identity["targets"] == ["speech", "noise"] and identity["sample_rate"] == 16000
+    json.dumps(sep.identity)  # a cache key: JSON-able
+
+
+def test_progress_bar_counts_the_target_models(sep, capsys, monkeypatch):
+    import tqdm.auto
+
+    closed = []
+
+    class Recorded(tqdm.auto.tqdm):
+        def close(self):
+            closed.append((self.n, self.total))
+            super().close()
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorded)
+    x = noise(2, 6000)
+    quiet = sep(x, 44100)
+    assert closed == [] and capsys.readouterr().err == ""
+    shown = sep(x, 44100, show_progress=True, desc="separating song.wav")
+    assert "separating song.wav" in capsys.readouterr().err
+    assert closed and set(closed) == {(5, 5)}  # 4 target models, then the Wiener filter and inverse STFT
+    torch.testing.assert_close(shown, quiet, rtol=0, atol=0)
+    assert not any(m._forward_hooks for m in sep.module.target_models.values())  # hooks removed

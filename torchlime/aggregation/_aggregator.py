@@ -234,8 +234,9 @@ class GlobalAggregator(Metric):
       every update keeps its features' names (length-prefixed UTF-8 bytes, so they cross
       process boundaries with the sums and any character is safe); ``compute()`` merges
       them by name, in natural sort order ("line 2" before "line 10"), and lists the
-      features some explanation kept. A name repeated within one song (a chorus line)
-      counts once per occurrence, as in the notebook.
+      features some explanation kept. A repeated lyric line is one feature per occurrence
+      (``LyricsFactorization`` names the second ``"<line> (2)"``): first occurrences merge
+      across songs, second occurrences with second occurrences, and so on.
 
     Explanations are only merged by name when they live in the same feature space: an
     explanation of a model with another number of classes, with other audio features

@@ -20,6 +20,7 @@ _EXPORTS = {
     "StemFactorization": "._stems",
     "LyricsFactorization": "._lyrics",
     "OpenUnmixSeparator": "._separator",
+    "save_separator": "._separator",
     "MusicLime": "._explainer",
     "Explanation": "._explanation",
 }

@@ -31,13 +31,42 @@ def _is_annotation(line: str) -> bool:
     return any(p.match(line) for p in _ANNOTATION)
 
 
+def distinct_names(units: Sequence[str]) -> list[str]:
+    """Feature names for unit texts: a repeated unit's later occurrences get `` (2)``, `` (3)``, ...
+
+    The first occurrence keeps its text; a name that is itself one of the units is skipped,
+    so every name is distinct.
+
+    Example:
+        >>> distinct_names(["I'm on fire", "la la", "I'm on fire", "I'm on fire (2)"])
+        ["I'm on fire", 'la la', "I'm on fire (3)", "I'm on fire (2)"]
+    """
+    taken = set(units)
+    seen: set[str] = set()
+    names = []
+    for unit in units:
+        if unit not in seen:
+            seen.add(unit)
+            names.append(unit)
+            continue
+        k = 2
+        while f"{unit} ({k})" in taken:
+            k += 1
+        name = f"{unit} ({k})"
+        taken.add(name)
+        names.append(name)
+    return names
+
+
 class LyricsFactorization:
     """Lyrics as L binary features: lines (``unit="line"``) or distinct words (``unit="word"``).
 
     * ``unit="line"`` reproduces bach-or-bot's ``LineIndexedString``: the units are the
       stripped, non-empty lines (without annotation lines such as ``[Chorus]`` or
       ``(Instrumental)`` when ``drop_annotations``), and a perturbed text is the kept lines
-      joined by ``"\\n"``.
+      joined by ``"\\n"``. Every occurrence of a repeated line (a chorus) is a unit of its
+      own; in :attr:`feature_names` the second is named ``"<line> (2)"``, the third
+      ``"<line> (3)"`` and so on (:attr:`units` keeps the texts).
     * ``unit="word"`` reproduces the original MusicLIME, which explains
       ``lime.lime_text.IndexedString(text, bow=True, split_expression=r"\\W+")``: the units
       are the distinct words in order of first occurrence (lime's ``inverse_vocab``),
@@ -94,7 +123,8 @@ class LyricsFactorization:
     masks are binary. ``padding="max_length"`` with bool masks is sync-free.
 
     Args:
-        lyrics: the song's lyrics, lines separated by ``"\\n"``.
+        lyrics: the song's lyrics, lines separated by ``"\\n"`` (a leading byte-order mark,
+            U+FEFF, as Windows editors write, is dropped).
         tokenizer: a Hugging Face tokenizer (``transformers.PreTrainedTokenizerBase``), or
             None (then :meth:`texts` works and :meth:`compose` raises).
         unit: "line" or "word".
@@ -108,7 +138,7 @@ class LyricsFactorization:
         device: where :meth:`compose` puts its output (None: the masks' device).
 
     Attributes:
-        text: the lyrics as given.
+        text: the lyrics as given (without a leading byte-order mark).
         base_text: the all-ones text (what ``texts`` gives for a row of ones).
         units: the L unit texts, in feature order.
         fast: whether :meth:`compose` takes the fast path.
@@ -146,6 +176,7 @@ class LyricsFactorization:
     ) -> None:
         if not isinstance(lyrics, str):
             raise TypeError(f"expected lyrics to be a str, got {type(lyrics).__name__}")
+        lyrics = lyrics.removeprefix("\ufeff")  # a UTF-8 file's byte-order mark is not text
         if not lyrics.strip():
             raise ValueError(f"expected non-empty lyrics, got an empty or whitespace-only string {lyrics!r}")
         if unit not in UNITS:
@@ -269,8 +300,8 @@ class LyricsFactorization:
 
     @property
     def feature_names(self) -> list[str]:
-        """The L unit texts (lines or words)."""
-        return list(self.units)
+        """L distinct names: the unit texts, a repeated line's later occurrences as ``"<line> (2)"``, ..."""
+        return distinct_names(self.units)
 
     def __repr__(self) -> str:
         path = "fast" if self.fast else f"exact ({self.exact_reason})"

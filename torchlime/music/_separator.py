@@ -5,6 +5,7 @@ Shape glossary: B songs, S stems, C channels, T audio samples.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import math
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["OpenUnmixSeparator", "PUBLISHED_MODELS"]
+__all__ = ["OpenUnmixSeparator", "PUBLISHED_MODELS", "save_separator"]
 
 #: The published Open-Unmix models and the targets each one was trained for.
 PUBLISHED_MODELS: dict[str, tuple[str, ...]] = {
@@ -109,6 +110,10 @@ class OpenUnmixSeparator:
             checkpoint file.
         FileNotFoundError: no such checkpoint folder, or a file missing in it.
         RuntimeError: the published weights could not be downloaded (offline).
+
+    Offline use: :meth:`save` (or ``torchlime separator save umxl ./umxl`` on a machine with
+    network access) writes the loaded model as a checkpoint folder, which
+    ``OpenUnmixSeparator("./umxl")`` then loads with no network.
 
     Example:
         The published weights download on first use (skipped in the doctests, which run
@@ -207,6 +212,8 @@ class OpenUnmixSeparator:
         self.module = module
         self.device = device
         self.model_name = str(model)
+        self._options = dict(niter=niter, residual=residual, wiener_win_len=wiener_win_len)
+        self._weights_sha256: str | None = None
         self.targets: list[str] = target_list + (["residual"] if residual else [])
         self.sample_rate = float(module.sample_rate)
         self._model_rate = _check_rate(self.sample_rate, "model sample_rate")
@@ -231,7 +238,8 @@ class OpenUnmixSeparator:
                 f"could not fetch the pretrained weights of the Open-Unmix model {name!r} "
                 f"({type(err).__name__}: {err}). Connect to the internet once (the weights are "
                 f"then cached under {_hub_dir()}), or pass the path of a local checkpoint folder "
-                f"instead: separator.json plus <target>.json and <target>.pth for each of {targets}."
+                f"instead: separator.json plus <target>.json and <target>.pth for each of {targets}, as "
+                f"`torchlime separator save {name} DIR` writes them where the network is."
             ) from err
 
     @staticmethod
@@ -269,13 +277,54 @@ class OpenUnmixSeparator:
                 f"(do the <target>.json args match the .pth weights?): {detail}"
             ) from err
 
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What decides the stems this separator gives, as a JSON-able dict (a cache key).
+
+        The SHA-256 of the models' weights (computed once, on first use: about a second for
+        umxl), the STFT and rate, the targets and the separation options, and openunmix's
+        version; not the device and not where the weights came from (a published model and
+        a saved copy of it have one identity).
+        """
+        if self._weights_sha256 is None:
+            digest = hashlib.sha256()
+            for target, net in self.module.target_models.items():
+                for key, value in sorted(net.state_dict().items()):
+                    digest.update(f"{target}.{key}:{tuple(value.shape)}:{value.dtype}".encode())
+                    digest.update(value.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+            self._weights_sha256 = digest.hexdigest()
+        try:
+            from importlib.metadata import version
+
+            openunmix_version = version("openunmix")
+        except Exception:  # noqa: BLE001 - a source checkout without metadata
+            openunmix_version = "unknown"
+        return {"weights_sha256": self._weights_sha256, "targets": list(self.targets), "nfft": self._n_fft,
+                "nhop": int(self.module.stft.n_hop), "sample_rate": self.sample_rate,
+                "nb_channels": self.nb_channels, **self._options, "openunmix": openunmix_version}
+
+    def save(self, folder: str | os.PathLike) -> list[Path]:
+        """Write this separator's models as a checkpoint folder that ``OpenUnmixSeparator(folder)`` loads.
+
+        See :func:`save_separator`.
+        """
+        return save_separator(self, folder)
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(model={self.model_name!r}, targets={self.targets}, "
             f"sample_rate={self.sample_rate:g}, nb_channels={self.nb_channels}, device={str(self.device)!r})"
         )
 
-    def separate(self, audio: Tensor, sample_rate: int, output_sample_rate: int | None = None) -> Tensor:
+    def separate(
+        self,
+        audio: Tensor,
+        sample_rate: int,
+        output_sample_rate: int | None = None,
+        *,
+        show_progress: bool = False,
+        desc: str = "separating",
+    ) -> Tensor:
         """Separates one song or a batch of songs into stems.
 
         Args:
@@ -284,6 +333,9 @@ class OpenUnmixSeparator:
                 ``nb_channels``.
             sample_rate: the rate of ``audio`` in Hz.
             output_sample_rate: the rate of the stems (default: ``sample_rate``).
+            show_progress: a tqdm bar (on stderr) with one step per target model and one
+                for the Wiener filter and inverse STFT.
+            desc: the bar's label.
 
         Returns:
             ``(S, C', T')`` for one song, ``(B, S, C', T')`` for a batch: float32 on the
@@ -334,7 +386,7 @@ class OpenUnmixSeparator:
             raise ValueError("expected finite audio, got NaN or inf")
         if C == 1 and self.nb_channels > 1:
             x = x.expand(B, self.nb_channels, T)
-        with torch.no_grad():
+        with torch.no_grad(), _progress(self.module, show_progress, desc):
             if in_rate != model_rate:
                 x = self._resample(x, in_rate, model_rate)
             stems = self.module(x.contiguous())  # (B, S, C_model, T_model)
@@ -350,9 +402,114 @@ class OpenUnmixSeparator:
         stems = stems.to(torch.float32).contiguous()
         return stems[0] if single else stems
 
-    def __call__(self, audio: Tensor, sample_rate: int, output_sample_rate: int | None = None) -> Tensor:
+    def __call__(self, audio: Tensor, sample_rate: int, output_sample_rate: int | None = None, **kwargs: Any) -> Tensor:
         """Same as :meth:`separate`."""
-        return self.separate(audio, sample_rate, output_sample_rate)
+        return self.separate(audio, sample_rate, output_sample_rate, **kwargs)
+
+
+class _progress:
+    """A tqdm bar over a separation: a step per target model (forward hooks), one for the rest."""
+
+    def __init__(self, module: Any, enabled: bool, desc: str) -> None:
+        self.module, self.enabled, self.desc = module, enabled, desc
+        self.bar: Any = None
+        self.hooks: list[Any] = []
+
+    def __enter__(self) -> _progress:
+        if self.enabled:
+            from tqdm.auto import tqdm
+
+            models = list(self.module.target_models.values())
+            self.bar = tqdm(total=len(models) + 1, desc=self.desc, unit="step", leave=False)
+            self.hooks = [m.register_forward_hook(self._step) for m in models]
+        return self
+
+    def _step(self, *_: Any) -> None:  # a forward hook: returning a value would replace the model's output
+        self.bar.update(1)
+
+    def __exit__(self, kind: Any, *rest: Any) -> None:
+        for hook in self.hooks:
+            hook.remove()
+        if self.bar is not None:
+            if kind is None:
+                self.bar.update(self.bar.total - self.bar.n)
+            self.bar.close()
+
+
+def save_separator(separator: Any, folder: str | os.PathLike) -> list[Path]:
+    """Write Open-Unmix models as a checkpoint folder in openunmix's own format.
+
+    The folder holds what openunmix's ``train.py`` writes and
+    :class:`OpenUnmixSeparator` (``openunmix.utils.load_separator``) loads:
+    ``separator.json`` (``nfft``, ``nhop``, ``sample_rate``, ``nb_channels``), and per target
+    ``<target>.json`` (``{"args": {"target", "nfft", "nhop", "nb_channels", "hidden_size",
+    "max_bin"}}``) and ``<target>.pth`` (the ``OpenUnmix`` state dict). Every file is written
+    atomically. Use it to keep the published weights for machines without network access
+    (``OpenUnmixSeparator("umxl").save("umxl_local")`` where the network is), or to save
+    models of a published architecture with random weights (``pretrained=False``).
+
+    Args:
+        separator: an :class:`OpenUnmixSeparator` or an ``openunmix.model.Separator``.
+        folder: where to write (created; must not already hold a checkpoint).
+
+    Returns:
+        The files written.
+
+    Raises:
+        TypeError: not a separator.
+        FileExistsError: the folder already holds ``separator.json`` or a target's files.
+        ValueError: a target model openunmix's loader cannot rebuild (it always builds
+            three bidirectional LSTM layers).
+
+    Example:
+        >>> import tempfile
+        >>> sep = OpenUnmixSeparator("umxse", pretrained=False)  # random weights, no download
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     files = save_separator(sep, folder)  # same as sep.save(folder)
+        ...     again = OpenUnmixSeparator(folder, targets=["speech", "noise"])
+        ...     same = torch.equal(again.module.target_models["noise"].fc1.weight,
+        ...                        sep.module.target_models["noise"].fc1.weight)
+        >>> sorted(f.name for f in files), same
+        (['noise.json', 'noise.pth', 'separator.json', 'speech.json', 'speech.pth'], True)
+    """
+    import openunmix.model
+    from .._atomic import atomic_write
+
+    module = separator.module if isinstance(separator, OpenUnmixSeparator) else separator
+    if not isinstance(module, openunmix.model.Separator):
+        raise TypeError(
+            f"expected an OpenUnmixSeparator or an openunmix.model.Separator, got {type(separator).__name__}"
+        )
+    folder = Path(folder).expanduser()
+    models = dict(module.target_models.items())
+    names = ["separator.json"] + [f"{t}{ext}" for t in models for ext in (".json", ".pth")]
+    taken = [n for n in names if (folder / n).exists()]
+    if taken:
+        raise FileExistsError(
+            f"expected a folder without a checkpoint to write into, got {str(folder)!r}, which already holds "
+            f"{taken[:4]}; remove them or pick another folder"
+        )
+    nfft, nhop = int(module.stft.n_fft), int(module.stft.n_hop)
+    channels = set()
+    for target, net in models.items():
+        if net.lstm.num_layers != 3 or not net.lstm.bidirectional:
+            raise ValueError(
+                f"expected target {target!r} with 3 bidirectional LSTM layers (what openunmix's loader "
+                f"rebuilds), got {net.lstm.num_layers} layer(s), bidirectional={net.lstm.bidirectional}"
+            )
+        channels.add(int(net.fc1.in_features // net.nb_bins))
+    if len(channels) != 1:
+        raise ValueError(f"expected all target models to take the same number of channels, got {sorted(channels)}")
+    nb_channels = channels.pop()
+    written = [atomic_write(folder / "separator.json", lambda f: json.dump(
+        {"nfft": nfft, "nhop": nhop, "sample_rate": float(module.sample_rate), "nb_channels": nb_channels}, f))]
+    for target, net in models.items():
+        args = {"target": target, "nfft": nfft, "nhop": nhop, "nb_channels": nb_channels,
+                "hidden_size": int(net.hidden_size), "max_bin": int(net.nb_bins)}
+        written.append(atomic_write(folder / f"{target}.json", lambda f, a=args: json.dump({"args": a}, f, indent=2)))
+        state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+        written.append(atomic_write(folder / f"{target}.pth", lambda tmp, st=state: torch.save(st, tmp), mode=None))
+    return written
 
 
 def _hub_dir() -> str:

@@ -153,6 +153,35 @@ class DemoClassifier(nn.Module):
         h = self.audio_encoder(inputs_embeds=self.frame_proj(frames)).last_hidden_state
         return h.mean(dim=1)
 
+    def embed_audio_windows(self, audio: Tensor) -> Tensor:
+        """Pooled audio vectors ``(n, hidden)`` for audio ``(n, C, T)`` of any length.
+
+        Up to ``max_frames`` frames this is :meth:`embed_audio`. A longer song's frames are
+        cut into ``k = ceil(frames / max_frames)`` consecutive windows of as equal a length
+        as possible (at most ``max_frames``, lengths differing by at most one frame), each
+        window is encoded on its own (attention stays inside the window, as in training),
+        and the vector is the mean over every frame of every window: the song is heard
+        whole, windows in proportion to their length.
+        """
+        frames = self.log_mel(audio)  # (n, frames, M)
+        n, length, mels = frames.shape
+        limit = self.config.max_frames
+        if length <= limit:
+            h = self.audio_encoder(inputs_embeds=self.frame_proj(frames)).last_hidden_state
+            return h.mean(dim=1)
+        k = -(-length // limit)
+        starts = torch.arange(k, device=frames.device) * length // k
+        sizes = torch.diff(starts, append=starts.new_tensor([length]))  # (k,) each <= limit
+        width = int(sizes.max())
+        offset = torch.arange(width, device=frames.device)
+        valid = offset[None, :] < sizes[:, None]  # (k, width)
+        index = (starts[:, None] + offset[None, :]).clamp(max=length - 1).reshape(-1)
+        windows = frames[:, index].reshape(n * k, width, mels)
+        attention = valid.long().repeat(n, 1)  # (n * k, width)
+        h = self.audio_encoder(inputs_embeds=self.frame_proj(windows), attention_mask=attention).last_hidden_state
+        h = h.reshape(n, k * width, -1) * valid.reshape(1, k * width, 1)
+        return h.sum(dim=1) / length
+
     def embed_text(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Pooled text vectors ``(n, hidden)`` for ``input_ids`` and ``attention_mask`` ``(n, Q)``."""
         if input_ids.dim() != 2 or input_ids.shape != attention_mask.shape:
@@ -185,6 +214,19 @@ class DemoClassifier(nn.Module):
                 f"expected as many audio rows as token rows, got {audio.shape[0]} and {input_ids.shape[0]}"
             )
         return self.head(torch.cat([self.embed_audio(audio), self.embed_text(input_ids, attention_mask)], dim=-1))
+
+    def forward_windows(self, audio: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Logits ``(n, 2)`` for audio of any length (:meth:`embed_audio_windows`).
+
+        Equal to :meth:`forward` for audio of at most ``max_frames`` frames (about 8.2 s at
+        8 kHz); :meth:`forward` refuses longer audio, this pools over windows of it.
+        """
+        if audio.shape[0] != input_ids.shape[0]:
+            raise ValueError(
+                f"expected as many audio rows as token rows, got {audio.shape[0]} and {input_ids.shape[0]}"
+            )
+        audio_vec = self.embed_audio_windows(audio)
+        return self.head(torch.cat([audio_vec, self.embed_text(input_ids, attention_mask)], dim=-1))
 
     def predict_proba(self, audio: Tensor, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Class probabilities ``(n, 2)`` (softmax of :meth:`forward`)."""

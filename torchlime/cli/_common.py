@@ -1,0 +1,606 @@
+"""What every subcommand shares: the model spec, song loading, options, the one explain call.
+
+Nothing here imports :mod:`torchlime.music` at import time: the console script must start
+(and print one clean line) where the audio extra does not load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import re
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._checks import check_int
+from ._separation import DEFAULT_SEPARATOR, NO_SEPARATION, build_separator, default_cache_dir, read_stems, resample_stems
+
+__all__ = [
+    "DEMO_FACTORY",
+    "MODALITIES",
+    "HelpFormatter",
+    "ModelSpec",
+    "SongFiles",
+    "SongOptions",
+    "load_model_spec",
+    "read_audio",
+    "read_lyrics",
+    "prepare_song",
+    "make_separator",
+    "add_command",
+    "add_run_args",
+    "add_song_args",
+    "add_target_args",
+    "add_deprecated_alias",
+    "check_run_args",
+    "parse_targets",
+    "song_options",
+    "device_of",
+    "target_spec",
+    "choose_targets",
+    "explain",
+    "check_outputs",
+    "write_outputs",
+    "shorten",
+    "print_top",
+]
+
+DEMO_FACTORY = "torchlime.music.demo.factory:factory"
+DEFAULT_SEGMENTS = 10
+DEFAULT_UNIT = "line"
+MODALITIES = ("both", "audio", "lyrics")
+
+
+# -- the model ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What ``--model module:factory`` gives: the classifier and how to feed it.
+
+    Attributes:
+        forward: ``forward(audio (n, C, T), input_ids (n, Q), attention_mask (n, Q)) -> (n, classes)``.
+        sample_rate: the rate ``forward`` expects its audio at (Hz).
+        tokenizer: a Hugging Face tokenizer.
+        max_length: the longest token sequence ``forward`` takes (None: no truncation).
+        labels: class names by index, or None.
+        apply_softmax: ``forward`` returns logits (softmax them before explaining).
+        channels: 1 for mono models (the default), 2 for stereo.
+        name: the ``module:factory`` it came from.
+
+    Example:
+        >>> spec = ModelSpec.from_factory(dict(forward=lambda a, i, m: a.mean((1, 2))[:, None],
+        ...                                    sample_rate=8000, tokenizer=None, labels=["x"]))
+        >>> spec.sample_rate, spec.label_names, spec.channels
+        (8000, {0: 'x'}, 1)
+    """
+
+    forward: Callable[..., torch.Tensor]
+    sample_rate: int
+    tokenizer: Any
+    max_length: int | None = None
+    labels: tuple[str, ...] | None = None
+    apply_softmax: bool = False
+    channels: int = 1
+    name: str = ""
+
+    @classmethod
+    def from_factory(cls, made: Any, name: str = "") -> ModelSpec:
+        """A spec from what a factory returned: a dict, an object with those attributes, or a spec.
+
+        Raises:
+            ValueError: a missing field (forward, sample_rate, tokenizer) or a bad value.
+        """
+        if isinstance(made, ModelSpec):
+            return made
+        fields = made if isinstance(made, dict) else {k: getattr(made, k) for k in dir(made) if not k.startswith("_")}
+        who = f"the factory {name!r}" if name else "the factory"
+        missing = [k for k in ("forward", "sample_rate", "tokenizer") if k not in fields]
+        if missing:
+            raise ValueError(f"expected {who} to provide forward, sample_rate and tokenizer; missing {missing}")
+        if not callable(fields["forward"]):
+            raise ValueError(f"expected {who} to provide a callable forward, got {type(fields['forward']).__name__}")
+        labels = fields.get("labels")
+        max_length = fields.get("max_length")
+        return cls(
+            forward=fields["forward"],
+            sample_rate=check_int(fields["sample_rate"], f"sample_rate of {who}", 1),
+            tokenizer=fields["tokenizer"],
+            max_length=None if max_length is None else check_int(max_length, f"max_length of {who}", 1),
+            labels=None if labels is None else tuple(str(label) for label in labels),
+            apply_softmax=bool(fields.get("apply_softmax", False)),
+            channels=check_int(fields.get("channels", 1), f"channels of {who}", 1, 2),
+            name=name,
+        )
+
+    @property
+    def label_names(self) -> dict[int, str] | None:
+        """Class index -> name, or None when the factory gave no names."""
+        return dict(enumerate(self.labels)) if self.labels else None
+
+    def explainer(self) -> Any:
+        """The :class:`~torchlime.music.MusicLime` explainer of this model (built here only)."""
+        from ..music import MusicLime
+
+        return MusicLime(self.forward, apply_softmax=self.apply_softmax)
+
+    def lyrics(self, text: str, unit: str, device: torch.device) -> Any:
+        """The :class:`~torchlime.music.LyricsFactorization` of ``text`` for this model's tokenizer."""
+        from ..music import LyricsFactorization
+
+        return LyricsFactorization(text, self.tokenizer, unit=unit, max_length=self.max_length, device=device)
+
+    def num_classes(self, device: torch.device) -> int:
+        """The model's number of classes without a song: a silent second and one empty line."""
+        with torch.no_grad():
+            tok = self.tokenizer("", return_tensors="pt")
+            audio = torch.zeros(1, self.channels, self.sample_rate, device=device)
+            return int(self.forward(audio, tok["input_ids"].to(device), tok["attention_mask"].to(device)).shape[-1])
+
+
+def load_model_spec(spec: str, device: torch.device) -> ModelSpec:
+    """Import ``module:factory`` and call ``factory(device)``.
+
+    The factory returns a dict (or an object with these attributes): ``forward``,
+    ``sample_rate``, ``tokenizer`` and optionally ``max_length``, ``labels``,
+    ``apply_softmax`` and ``channels`` (see :class:`ModelSpec`). The current folder is
+    searched first, so ``my_model:factory`` finds ``./my_model.py``.
+
+    Raises:
+        ValueError: the spec is not ``module:factory``, the module or factory cannot be
+            imported (says what was tried), or the factory's result lacks a field.
+    """
+    if spec.count(":") != 1 or not all(spec.split(":")):
+        raise ValueError(f"expected --model as module:factory (e.g. {DEMO_FACTORY}), got {spec!r}")
+    module_name, attr = spec.split(":")
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:  # noqa: BLE001 - reported with what was tried
+        raise ValueError(
+            f"could not import module {module_name!r} for --model {spec!r} (tried sys.path with the "
+            f"current folder first): {type(err).__name__}: {err}"
+        ) from err
+    finally:
+        sys.path.pop(0)
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f"module {module_name!r} has no callable {attr!r} (for --model {spec!r}; "
+                         f"the demo model is {DEMO_FACTORY})")
+    return ModelSpec.from_factory(factory(device), spec)
+
+
+# -- a song's files -----------------------------------------------------------------------------
+
+
+def read_audio(path: str | Path) -> tuple[torch.Tensor, int]:
+    """Read an audio file with soundfile as ``(C, T)`` float32 and its rate.
+
+    Raises:
+        ValueError: missing or unreadable file.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"expected an audio file, got {str(path)!r}, which does not exist")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as err:  # noqa: BLE001 - soundfile raises several types
+        raise ValueError(f"could not read audio file {str(path)!r}: {err}") from err
+    return torch.from_numpy(data.T.copy()), int(rate)
+
+
+def read_lyrics(path: str | Path) -> str:
+    """A lyrics text file as UTF-8 (a leading byte-order mark, as Windows editors write, is dropped).
+
+    Raises:
+        ValueError: a missing file, or one that is not UTF-8.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"expected a lyrics text file, got {str(path)!r}, which does not exist")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"expected UTF-8 text in the lyrics file {str(path)!r}, got {err.reason} at byte "
+                         f"{err.start} ({err.object[err.start:err.start + 1]!r}); save it as UTF-8") from None
+
+
+@dataclass(frozen=True)
+class SongFiles:
+    """Where one song is: its lyrics and its audio file or stems folder (or both)."""
+
+    lyrics: Path
+    audio: Path | None = None
+    stems: Path | None = None
+
+    @property
+    def name(self) -> str:
+        """What its outputs are named after: the audio file's name without extension, else the stems folder's."""
+        return self.audio.stem if self.audio is not None else self.stems.resolve().name
+
+    @property
+    def source(self) -> str:
+        """The absolute path of its audio (or stems), as recorded in its explanation."""
+        return str((self.audio if self.audio is not None else self.stems).resolve())
+
+    def check(self) -> None:
+        """Fail on a missing file now, before any slow work.
+
+        Raises:
+            ValueError: no audio and no stems, a missing audio or lyrics file, a missing stems folder.
+        """
+        if self.audio is None and self.stems is None:
+            raise ValueError("expected --audio (a song file) or --stems (a folder of stem files), got neither")
+        if self.audio is not None and not self.audio.is_file():
+            raise ValueError(f"expected an audio file, got {str(self.audio)!r}, which does not exist")
+        if self.stems is not None and not self.stems.is_dir():
+            raise ValueError(f"expected --stems to be a folder of stem audio files, got {str(self.stems)!r}, which "
+                             f"{'is a file' if self.stems.exists() else 'does not exist'}")
+        if not self.lyrics.is_file():
+            raise ValueError(f"expected a lyrics text file, got {str(self.lyrics)!r}, which does not exist")
+
+    def info(self, options: SongOptions, model: str) -> dict[str, Any]:
+        """What the explanation JSON records to redo it (``evaluate --explanation`` reads it)."""
+        return {
+            "audio": str(self.audio.resolve()) if self.audio is not None else None,
+            "lyrics": str(self.lyrics.resolve()),
+            "stems": str(self.stems.resolve()) if self.stems is not None else None,
+            "model": model,
+            "separator": None if self.stems is not None else options.separator_name,
+            "segments": options.segments,
+            "unit": options.unit,
+            "keep_residual": options.keep_residual,
+        }
+
+
+@dataclass(frozen=True)
+class SongOptions:
+    """How a song becomes features: the separator, segments, lyric unit, residual, stems cache."""
+
+    separator: str = DEFAULT_SEPARATOR
+    segments: int = DEFAULT_SEGMENTS
+    unit: str = DEFAULT_UNIT
+    keep_residual: bool = False
+    cache_dir: Path | None = None
+
+    @property
+    def separator_name(self) -> str:
+        """The separator as recorded: a published name, ``none``, or a folder's absolute path."""
+        if self.separator == NO_SEPARATION or not Path(self.separator).expanduser().is_dir():
+            return self.separator
+        return str(Path(self.separator).expanduser().resolve())
+
+
+def make_separator(options: SongOptions, device: torch.device, quiet: bool) -> Any:
+    """The separator of ``options`` (an offline or missing-folder error comes now, before other work)."""
+    log = None if quiet else (lambda message: print(message, file=sys.stderr))
+    return build_separator(options.separator, device, cache_dir=options.cache_dir, show_progress=not quiet, log=log)
+
+
+def prepare_song(spec: ModelSpec, separator: Any, song: SongFiles, options: SongOptions,
+                 device: torch.device) -> tuple[Any, Any]:
+    """Read, separate and factorize one song: its ``StemFactorization`` and ``LyricsFactorization``.
+
+    With ``song.stems`` the stems are read from their files (names from the file names,
+    one rate, length and channel count), resampled once to the model's rate; the mixture
+    is ``song.audio`` when given, else their sum. Otherwise ``separator`` separates the
+    mixture (mixed down to mono first for a mono model).
+
+    Raises:
+        ValueError: a missing or unreadable audio, stems or lyrics file, stems that do not
+            agree, lyrics with no unit.
+    """
+    from ..music import StemFactorization
+
+    text = read_lyrics(song.lyrics)
+    kwargs = dict(num_segments=options.segments, keep_residual=options.keep_residual)
+    if song.stems is not None:
+        stems, rate, names = read_stems(song.stems, read_audio)
+        mixture = None
+        if song.audio is not None:
+            mixture, mix_rate = read_audio(song.audio)
+            if (mix_rate, mixture.shape[-1]) != (rate, stems.shape[-1]):
+                raise ValueError(f"expected --audio {str(song.audio)!r} to be the mixture of the stems in "
+                                 f"{str(song.stems)!r} ({stems.shape[-1]} samples at {rate} Hz), got "
+                                 f"{mixture.shape[-1]} samples at {mix_rate} Hz")
+        elif options.keep_residual:
+            raise ValueError("expected --audio (the mixture) with --stems and --keep-residual: the residual is the "
+                             "mixture minus the stems")
+        if spec.channels == 1:
+            stems = stems.mean(1, keepdim=True)
+            mixture = None if mixture is None else mixture.mean(0, keepdim=True)
+        stems = resample_stems(stems.to(device), rate, spec.sample_rate)
+        if mixture is not None:
+            mixture = resample_stems(mixture.to(device), rate, spec.sample_rate)
+        audio = StemFactorization(stems, sample_rate=spec.sample_rate, stem_names=names, mixture=mixture, **kwargs)
+    else:
+        mixture, rate = read_audio(song.audio)
+        if spec.channels == 1:
+            mixture = mixture.mean(0, keepdim=True)
+        separator.label = song.audio.name
+        audio = StemFactorization.from_separator(separator, mixture.to(device), rate,
+                                                 target_sample_rate=spec.sample_rate, **kwargs)
+    return audio, spec.lyrics(text, options.unit, device)
+
+
+# -- options ------------------------------------------------------------------------------------
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default (written out where argparse's is None)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("(default" in text or not action.option_strings or action.required
+                or action.default is argparse.SUPPRESS):
+            return text
+        if isinstance(action, argparse._StoreTrueAction):
+            return f"{text} (default: off)"
+        if action.default is None:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def add_command(sub: Any, name: str, help: str, description: str | None = None) -> argparse.ArgumentParser:
+    """A subcommand parser whose options all show their defaults."""
+    return sub.add_parser(name, help=help, description=description or help, formatter_class=HelpFormatter)
+
+
+class _DeprecatedAlias(argparse.Action):
+    def __init__(self, option_strings: list[str], dest: str, new: str = "", **kwargs: Any) -> None:
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option_string: str | None = None) -> None:
+        message = f"{option_string} is deprecated, use {self.new} (same meaning)"
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+        print(f"torchlime: warning: {message}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_deprecated_alias(p: Any, old: str, new: str, dest: str, **kwargs: Any) -> None:
+    """``old`` still works as ``new`` (hidden from --help), saying it is deprecated."""
+    p.add_argument(old, dest=dest, action=_DeprecatedAlias, new=new, help=argparse.SUPPRESS, **kwargs)
+
+
+def add_run_args(p: Any, *, device_help: str = "cuda when available, else cpu") -> None:
+    """The options of every command that explains: output, sampling, seed, device, progress."""
+    p.add_argument("--out", default="torchlime_out", metavar="DIR", help="output folder")
+    p.add_argument("--n-samples", type=int, default=1000, metavar="N", help="perturbations per song (>= 2)")
+    p.add_argument("--num-features", type=int, default=20, metavar="K", help="features the surrogate keeps (lime's feature selection)")
+    p.add_argument("--perturbations-per-eval", type=int, default=100, dest="perturbations_per_eval", metavar="N",
+                   help="perturbations per forward call of the model (memory vs speed)")
+    add_deprecated_alias(p, "--batch-size", "--perturbations-per-eval", "perturbations_per_eval", type=int)
+    p.add_argument("--seed", type=int, default=0, metavar="INT", help="seed of the perturbation masks")
+    p.add_argument("--device", default=None, help=f"torch device (default: {device_help})")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_target_args(p: Any, default: str = "the predicted class only") -> None:
+    """``--target``: classes to explain besides the predicted one (``--targets`` still works)."""
+    p.add_argument("--target", nargs="+", default=None, metavar="CLASS",
+                   help=f"class indices to explain besides the predicted class, or all (default: {default})")
+    add_deprecated_alias(p, "--targets", "--target", "target", nargs="+")
+
+
+def add_song_args(p: Any, *, stems: bool = True) -> None:
+    """How a song becomes features: separator (or stems), segments, lyric unit, residual, cache."""
+    p.add_argument("--separator", default=None, metavar="NAME|DIR|none",
+                   help="Open-Unmix model (umxl, umxhq, umx, umxse; downloaded once into the torch hub cache), a "
+                        "local checkpoint folder (write one with `torchlime separator save`), or none (the mixture "
+                        f"as one stem, no separation) (default: {DEFAULT_SEPARATOR})")
+    if stems:
+        p.add_argument("--stems", default=None, metavar="DIR",
+                       help="a folder of precomputed stem files (one audio file per stem, named after it; one rate "
+                            "and length) to use instead of separating (default: separate --audio)")
+    p.add_argument("--segments", type=int, default=None, metavar="G",
+                   help=f"temporal segments G per stem (features: stems x G) (default: {DEFAULT_SEGMENTS})")
+    p.add_argument("--unit", default=None, choices=["line", "word"],
+                   help=f"lyric unit: lines, or distinct words as the original MusicLIME (default: {DEFAULT_UNIT})")
+    p.add_argument("--keep-residual", action="store_true", default=None,
+                   help="add the mixture minus the stems to every perturbed song, so all stems on is the song "
+                        "(default: off)")
+    p.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help=f"stems cache folder (default: {default_cache_dir()}; the TORCHLIME_CACHE environment "
+                        "variable moves it to $TORCHLIME_CACHE/stems)")
+    p.add_argument("--no-cache", action="store_true", help="separate again, neither read nor write the stems cache")
+
+
+def check_run_args(args: argparse.Namespace) -> None:
+    """The integer options of a command that explains, checked before any work.
+
+    Raises:
+        ValueError: "expected --n-samples >= 2, got 1" and the like.
+    """
+    check_int(args.n_samples, "--n-samples", 2)
+    check_int(args.num_features, "--num-features", 1)
+    check_int(args.perturbations_per_eval, "--perturbations-per-eval", 1)
+    check_int(args.seed, "--seed", 0)
+    if getattr(args, "segments", None) is not None:
+        check_int(args.segments, "--segments", 1)
+
+
+def parse_targets(values: Sequence[str] | None) -> list[int] | str | None:
+    """``--target`` as class indices, ``"all"``, or None (the predicted class only).
+
+    Raises:
+        ValueError: a value that is not a non-negative integer, or ``all`` with others.
+    """
+    if values is None:
+        return None
+    if "all" in values:
+        if len(values) > 1:
+            raise ValueError(f"expected --target all alone or class indices, got {list(values)}")
+        return "all"
+    out = []
+    for value in values:
+        try:
+            index = int(value)
+        except (TypeError, ValueError):
+            index = -1
+        if index < 0:
+            raise ValueError(f"expected --target as class indices (0, 1, ...) or all, got {value!r}")
+        out.append(index)
+    return out
+
+
+def song_options(args: argparse.Namespace, recorded: dict[str, Any] | None = None) -> SongOptions:
+    """The song options of ``args``; what was not given comes from ``recorded`` (a saved
+    explanation's song info), else the defaults.
+
+    Raises:
+        ValueError: a bad --segments.
+    """
+    recorded = recorded or {}
+
+    def pick(name: str, default: Any) -> Any:
+        value = getattr(args, name, None)
+        if value is not None:
+            return value
+        return recorded[name] if recorded.get(name) is not None else default
+
+    segments = check_int(pick("segments", DEFAULT_SEGMENTS), "--segments", 1)
+    cache_dir = None if args.no_cache else Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir()
+    return SongOptions(separator=str(pick("separator", DEFAULT_SEPARATOR)), segments=segments,
+                       unit=pick("unit", DEFAULT_UNIT), keep_residual=bool(pick("keep_residual", False)),
+                       cache_dir=cache_dir)
+
+
+def device_of(args: argparse.Namespace) -> torch.device:
+    """``--device``, else CUDA when available, else the CPU.
+
+    Raises:
+        ValueError: not a torch device.
+    """
+    name = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"expected --device as a torch device such as cpu, cuda or cuda:1, got {name!r}") from None
+
+
+# -- explaining ---------------------------------------------------------------------------------
+
+
+def target_spec(asked: list[int] | str | None) -> list[Any] | str:
+    """``MusicLime.explain``'s target for ``--target``: the predicted class, then those asked
+    for (``"all"``: every class). MusicLime resolves "predicted" from row 0 of its own
+    samples (the unperturbed song), so no extra forward call is made.
+
+    Example:
+        >>> target_spec([2, 0])
+        ['predicted', 2, 0]
+    """
+    if asked == "all":
+        return "all"
+    return ["predicted", *(asked or [])]
+
+
+def choose_targets(prediction: torch.Tensor, asked: list[int] | str | None) -> list[int]:
+    """The classes to explain: the predicted one, then those asked for (``"all"``: every class).
+
+    Raises:
+        ValueError: a class the model does not have.
+    """
+    classes = int(prediction.numel())
+    if asked == "all":
+        return list(range(classes))
+    out = [int(prediction.argmax())]
+    for target in asked or []:
+        if not 0 <= target < classes:
+            raise ValueError(f"expected --target between 0 and {classes - 1} (the model has {classes} classes), "
+                             f"got {target}")
+        if target not in out:
+            out.append(target)
+    return out
+
+
+def explain(explainer: Any, audio: Any, lyrics: Any, target: Sequence[int | str] | str, *, n_samples: int,
+            num_features: int, generator: Any, perturbations_per_eval: int, modality: str = "both",
+            feature_selection: str = "auto", show_progress: bool = False, song_info: Any = None,
+            songs_per_batch: int = 1) -> Any:
+    """The one call of ``MusicLime.explain`` in the CLI (one song, or lists of songs)."""
+    return explainer.explain(
+        audio, lyrics, target=target, n_samples=n_samples, modality=modality, num_features=num_features,
+        feature_selection=feature_selection, generator=generator, perturbations_per_eval=perturbations_per_eval,
+        show_progress=show_progress, song_info=song_info, songs_per_batch=songs_per_batch,
+    )
+
+
+# -- outputs ------------------------------------------------------------------------------------
+
+
+def _recorded_source(path: Path, *keys: str) -> str | None:
+    """The song a JSON output records (``metadata.song_info`` or ``settings.song_info``)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        for key in keys:
+            data = data[key]
+        return data.get("audio") or data.get("stems") or (
+            f"demo song {data['demo_song_seed']}" if "demo_song_seed" in data else None)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def check_outputs(path: Path, source: str, *keys: str) -> None:
+    """Refuse to overwrite ``path`` when it holds another song's output (``song.wav`` and
+    ``song.mp3`` both write ``song.json``); the same song's earlier output is replaced.
+
+    Raises:
+        ValueError: ``path`` exists and was not written for ``source``.
+    """
+    if not path.exists():
+        return
+    other = _recorded_source(path, *keys)
+    if other != source:
+        was = f"was written for {other}" if other else "is not a torchlime output of this song"
+        raise ValueError(f"expected --out to hold no other song's outputs, got {str(path)!r}, which {was}, not "
+                         f"{source} (outputs are named after the file name without extension); pass another --out")
+
+
+def write_outputs(exp: Any, out: Path, stem: str, labels: list[int], label_names: dict[int, str] | None) -> list[Path]:
+    """The JSON of an explanation, and per label its PNG (and the WAV of its top audio)."""
+    written = [exp.save_json(out / f"{stem}.json", num_features=20, label_names=label_names)]
+    for label in labels:
+        written.append(exp.save_figure(out / f"{stem}_label{label}.png", label))
+        if exp.audio_factorization is not None and exp.feature_types.count("audio"):
+            written.append(exp.save_audio(out / f"{stem}_label{label}_top_audio.wav", label))
+    return written
+
+
+def shorten(name: str, width: int) -> str:
+    """``name`` cut to ``width`` characters with "...", keeping a repeated line's `` (2)`` suffix.
+
+    Example:
+        >>> shorten("Down in the castle the candles burn (2)", 24)
+        'Down in the castl... (2)'
+    """
+    if len(name) <= width:
+        return name
+    match = re.search(r" \(\d+\)$", name)
+    tail = match.group(0) if match else ""
+    return name[: width - 3 - len(tail)].rstrip() + "..." + tail
+
+
+def print_top(exp: Any, labels: list[int], label_names: dict[int, str] | None, k: int = 10) -> None:
+    """The top features of each label, one line each."""
+    for label in labels:
+        name = (label_names or {}).get(label, str(label))
+        predicted = " (predicted)" if label == int(exp.prediction.argmax()) else ""
+        print(f"\nlabel {label} ({name}){predicted}: model {float(exp.prediction[label]):.3f}, surrogate "
+              f"{exp.local_pred[label]:.3f}, R^2 {exp.score[label]:.3f}")
+        items = exp.get_explanation(label, k)
+        for rank, item in enumerate(items, 1):
+            print(f"  {rank:>2}. {item['type']:<6} {shorten(item['feature'], 50):<50} {item['weight']:+.3g}")
+        if items and max(abs(item["weight"]) for item in items) < 1e-3:
+            print("  note: every weight is below 0.001: removing features barely changes the model's output for "
+                  "this class (is it saturated?), so this ranking says little")

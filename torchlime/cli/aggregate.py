@@ -1,0 +1,143 @@
+"""``torchlime aggregate``: global importances from saved explanation JSON files.
+
+Also the aggregation options and the global outputs that ``explain-dataset`` shares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from .._checks import check_int
+from ._common import add_command, shorten
+
+__all__ = ["GLOBAL_NAME", "add_parser", "run", "add_aggregation_args", "make_aggregator", "write_global",
+           "class_names"]
+
+GLOBAL_NAME = "global_importance"
+
+
+def add_aggregation_args(p: argparse.ArgumentParser) -> None:
+    """The options of the global aggregation (explain-dataset and aggregate)."""
+    p.add_argument("--label", default="predicted", choices=["predicted", "explained"],
+                   help="which class an explanation counts for: the predicted one (as MusicLIME), or every "
+                        "explained one")
+    p.add_argument("--components", default="positive", choices=["positive", "negative", "both"],
+                   help="which weights count (positive: as MusicLIME)")
+    p.add_argument("--top-k", type=int, default=None,
+                   help="only the top-k components of each explanation (default: every selected component)")
+    p.add_argument("--top-k-report", type=int, default=10, help="features per class printed and plotted")
+
+
+def make_aggregator(args: argparse.Namespace, classes: int, names: list[str] | tuple[str, ...] | None) -> Any:
+    """The :class:`~torchlime.GlobalAggregator` the options ask for."""
+    from ..aggregation import GlobalAggregator
+
+    return GlobalAggregator(classes, label=args.label, components=args.components, top_k=args.top_k,
+                            class_names=list(names) if names and len(names) == classes else None)
+
+
+def write_global(result: Any, out: Path, k: int) -> None:
+    """``<out>/global_importance.json`` and ``.png``, and the top features per class printed."""
+    path = result.save_json(out / f"{GLOBAL_NAME}.json")
+    png = result.save_figure(out / f"{GLOBAL_NAME}.png", k=k)
+    print(f"wrote {path}\nwrote {png}")
+    for cname, top in result.ranking("homogeneity", k=k).items():
+        shown = ", ".join(f"{shorten(name, 30)} {value:.3g}" for name, value in top) or "(no explanation)"
+        print(f"  {cname}: {shown}")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "aggregate", "global importances from saved explanation JSON files",
+                    "Aggregate saved explanations (from explain or explain-dataset) into global importances per "
+                    "class (LIME, average and homogeneity-weighted, van der Linden et al. 2019): "
+                    "<out>/global_importance.json and .png. Lyric units are merged by name across songs; a "
+                    "repeated line's later occurrences are features of their own (\"line (2)\", ...).")
+    p.add_argument("files", nargs="+", help="explanation JSON files (e.g. results/*.json)")
+    p.add_argument("--out", default=".", help="folder for global_importance.json and .png")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="number of classes (default: the length of the saved predictions)")
+    p.add_argument("--class-names", nargs="+", default=None,
+                   help="names of the classes without a saved name; a name that disagrees with a saved one is "
+                        "refused (default: the names saved in the explanations, else 0, 1, ...)")
+    add_aggregation_args(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..music import Explanation
+
+    if args.top_k is not None:
+        check_int(args.top_k, "--top-k", 1)
+    check_int(args.top_k_report, "--top-k-report", 1)
+    loaded: list[tuple[Path, Any]] = []  # (file, explanation)
+    skipped = 0
+    for name in args.files:
+        path = Path(name)
+        if not path.is_file():
+            raise ValueError(f"expected explanation JSON files, got {str(path)!r}, which "
+                             f"{'is a folder (pass its files, e.g. folder/*.json)' if path.is_dir() else 'does not exist'}")
+        with open(path, encoding="utf-8") as f:
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"expected explanation JSON files, got invalid JSON in {str(path)!r}: {err}") from None
+        if isinstance(data, dict) and str(data.get("format", "")).startswith("torchlime.GlobalImportance"):
+            skipped += 1  # an earlier aggregate in the same folder
+            continue
+        try:
+            loaded.append((path, Explanation.from_dict(data)))
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+    if not loaded:
+        raise ValueError("expected at least one explanation JSON, got none")
+    classes = int(args.num_classes or loaded[0][1].prediction.numel())
+    names = class_names(loaded, classes, args.class_names)
+    aggregator = make_aggregator(args, classes, names)
+    for path, exp in loaded:
+        try:
+            aggregator.update(exp)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+    result = aggregator.compute()
+    print(f"{len(loaded)} explanations aggregated" + (f" ({skipped} aggregate file(s) skipped)" if skipped else ""))
+    write_global(result, Path(args.out), args.top_k_report)
+    return 0
+
+
+def class_names(loaded: list[tuple[Path, Any]], classes: int, given: list[str] | None) -> list[str] | None:
+    """The class names: those saved in the explanations, ``given`` (``--class-names``) for the rest.
+
+    A saved name is a ``prediction_label`` other than the class index itself (what
+    explanations without class names save).
+
+    Raises:
+        ValueError: ``given`` of the wrong length or disagreeing with a saved name, or two
+            files saving different names for one class.
+    """
+    saved: dict[int, tuple[str, Path]] = {}
+    for path, exp in loaded:
+        for label, name in exp.metadata.get("label_names", {}).items():
+            if name == str(label):
+                continue
+            if label in saved and saved[label][0] != name:
+                raise ValueError(f"expected one name per class in the explanations, got {saved[label][0]!r} in "
+                                 f"{saved[label][1]} and {name!r} in {path} for class {label}")
+            saved[label] = (name, path)
+    if given is not None:
+        if len(given) != classes:
+            raise ValueError(f"expected {classes} --class-names, got {len(given)}")
+        for label, (name, path) in sorted(saved.items()):
+            if label < classes and given[label] != name:
+                raise ValueError(f"expected --class-names to agree with the names saved in the explanations, got "
+                                 f"{given[label]!r} for class {label}, which {path} names {name!r} (drop "
+                                 f"--class-names to use the saved names)")
+        filled = [f"{c}: {given[c]}" for c in range(classes) if c not in saved]
+        if filled and saved:
+            print(f"--class-names name the classes without a saved name ({', '.join(filled)})")
+        return list(given)
+    if not saved:
+        return None
+    return [saved[c][0] if c in saved else str(c) for c in range(classes)]
