@@ -302,3 +302,29 @@ def test_one_sample_audio_is_a_clear_error():
     with pytest.raises(ValueError, match=r"expected audio of at least 2 samples, got stems of shape \(4, 1, 1\)"):
         MusicLime(lambda a: a.mean((1, 2)).unsqueeze(1)).explain(
             StemFactorization(torch.randn(4, 1, 1), sample_rate=8000, num_segments=1), n_samples=8, modality="audio")
+
+
+@pytest.mark.parametrize(("subtype", "suffix"), [("PCM_16", "wav"), ("PCM_24", "wav"), ("PCM_32", "wav"),
+                                                 ("PCM_U8", "wav"), ("PCM_S8", "aiff"), ("FLOAT", "wav"),
+                                                 ("PCM_16", "flac")])
+def test_read_audio_equals_soundfile_float_read(tmp_path, subtype, suffix):
+    sf = pytest.importorskip("soundfile")
+    from torchlime.music import read_audio
+
+    data = np.random.default_rng(1).uniform(-1, 1, size=(500, 2)).astype(np.float32)
+    path = tmp_path / f"x.{suffix}"
+    sf.write(path, data, 8000, subtype=subtype)
+    expected, rate = sf.read(path, dtype="float32", always_2d=True)
+    ours, ours_rate = read_audio(path)
+    assert ours.dtype == torch.float32 and ours.shape == (2, 500) and ours_rate == rate == 8000
+    np.testing.assert_array_equal(ours.numpy(), expected.T)
+
+
+def test_read_audio_errors(tmp_path):
+    from torchlime.music import read_audio
+
+    with pytest.raises(ValueError, match=r"expected an audio file, got '.*nope.wav', which does not exist"):
+        read_audio(tmp_path / "nope.wav")
+    (tmp_path / "bad.wav").write_bytes(b"not audio at all")
+    with pytest.raises(ValueError, match=r"could not read audio file '.*bad.wav': "):
+        read_audio(tmp_path / "bad.wav")

@@ -22,6 +22,7 @@ _EXPORTS = {
     "OpenUnmixSeparator": "._separator",
     "MusicLime": "._explainer",
     "Explanation": "._explanation",
+    "read_audio": "._audio",
 }
 
 __all__ = list(_EXPORTS)
