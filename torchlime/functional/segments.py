@@ -357,10 +357,9 @@ def segment_layout(feature_names: Sequence[str]) -> tuple[list[str], int]:
     suffix = _name("", 0)
     stems: list[str] = []
     for name in names:
-        stem = name[: -len(suffix)]
-        if not name.endswith(suffix) or _name(stem, 0) != name:
+        if not name.endswith(suffix):
             break
-        stems.append(stem)
+        stems.append(name[: -len(suffix)])
     S = len(stems)
     if S == 0:
         return [], 0
