@@ -132,6 +132,24 @@ def composition(device: torch.device, name: str, rate: int, seconds: float, chan
                 "same_output": bool(torch.allclose(reference, outs[key], rtol=1e-5, atol=1e-6))}
 
     library, fresh, inplace, bmm = probe("library"), probe("fresh"), probe("inplace"), probe("bmm")
+    one_thread = None
+    if device.type == "cpu" and torch.get_num_threads() > 1:
+        # The same rounds on one thread: on a shared machine whose other tenants keep its cores
+        # busy, every multithreaded BLAS call waits for the scheduler (milliseconds per call),
+        # which the default-thread numbers above then measure; one thread measures the code.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            t1, _ = measure_round_robin({k: fns[k] for k in ("copy", "library", "inplace", "bmm") if k in fns},
+                                        device, repeats)
+        finally:
+            torch.set_num_threads(threads)
+        copy1 = 2 * copy_src.numel() * 4 / t1["copy"]["median_s"]
+        frac = {k: moved / t1[k]["median_s"] / copy1 for k in t1 if k != "copy"}
+        one_thread = {"copy_bytes_per_s": copy1, "time": t1, "fraction_of_copy_bandwidth": frac["library"],
+                      "inplace_fraction_of_copy_bandwidth": frac["inplace"],
+                      "bmm_fraction_of_copy_bandwidth": frac.get("bmm"),
+                      "vs_inplace_probe": frac["library"] / frac["inplace"]}
     return {
         "name": name, "sample_rate": rate, "seconds": seconds, "channels": channels, "stems": S,
         "segments": segments, "chunk": chunk, "bytes_written": written, "bytes_read": read, "bytes_moved": moved,
@@ -139,7 +157,7 @@ def composition(device: torch.device, name: str, rate: int, seconds: float, chan
         "fraction_of_copy_bandwidth": library["fraction_of_copy_bandwidth"], "same_output": library["same_output"],
         "vs_inplace_probe": library["bytes_per_s"] / inplace["bytes_per_s"],
         "copy": {"time": t["copy"], "bytes_per_s": copy_bps},
-        "fresh_output": fresh, "inplace_probe": inplace, "bmm_probe": bmm,
+        "fresh_output": fresh, "inplace_probe": inplace, "bmm_probe": bmm, "one_thread": one_thread,
     }
 
 
@@ -204,7 +222,9 @@ def run(ctx: Context) -> dict[str, Any]:
         comps.append(c)
         log(f"  composition {name}: {fmt_bytes(c['bytes_per_s'])}/s = {c['fraction_of_copy_bandwidth']:.0%} of copy "
             f"({c['vs_inplace_probe']:.2f}x the in-place sketch; fresh output {_pct(c['fresh_output'])}; sketches: "
-            f"in-place {_pct(c['inplace_probe'])}, one bmm {_pct(c['bmm_probe'])})")
+            f"in-place {_pct(c['inplace_probe'])}, one bmm {_pct(c['bmm_probe'])})"
+            + ("" if c["one_thread"] is None else
+               f"; one thread: {c['one_thread']['fraction_of_copy_bandwidth']:.0%} of copy"))
     del copy_src, copy_dst
     share = _explainer_share(ctx)
     parameters = {
@@ -216,6 +236,8 @@ def run(ctx: Context) -> dict[str, Any]:
         "fresh_output": "StemFactorization.compose(masks): the same into a fresh allocation (page faults included)",
         "round_robin": "per configuration, copy, library, fresh, in-place sketch and bmm sketch run once each per "
         "round, 2 warm-up rounds then `repeats` timed rounds; medians",
+        "one_thread": "CPU with more than one torch thread: copy, library and sketches again, round-robin, under "
+        "torch.set_num_threads(1) (restored after); fractions of the one-thread copy",
         "inplace_probe": "benchmark-local sketch: torch.mm(z_g, stems[:, c, a:b], out=out[:, c, a:b]) into one "
         "preallocated (chunk, C, T) buffer; same output checked",
         "bmm_probe": "benchmark-local sketch: one torch.bmm per channel over all (equal) segments, "
@@ -236,13 +258,22 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         return []
     worst = min(comps, key=lambda c: c["fraction_of_copy_bandwidth"])
     slowest = min(comps, key=lambda c: c["vs_inplace_probe"])
-    return [target("composition bytes/s vs measured copy bandwidth", worst["fraction_of_copy_bandwidth"], 0.5,
-                   where=f"worst configuration ({worst['name']})",
-                   note="benchmark-local sketches of the same products, in place per segment / one bmm: "
-                   + ", ".join(f"{_pct(c['inplace_probe'])} / {_pct(c['bmm_probe'])}" for c in comps)),
-            target("composition bytes/s vs the in-place per-segment sketch", slowest["vs_inplace_probe"], 1.0,
-                   where=f"worst configuration ({slowest['name']})",
-                   note="same rounds, same buffers reused: " + ", ".join(f"{c['vs_inplace_probe']:.2f}x" for c in comps))]
+    out = [target("composition bytes/s vs measured copy bandwidth", worst["fraction_of_copy_bandwidth"], 0.5,
+                  where=f"worst configuration ({worst['name']})",
+                  note="benchmark-local sketches of the same products, in place per segment / one bmm: "
+                  + ", ".join(f"{_pct(c['inplace_probe'])} / {_pct(c['bmm_probe'])}" for c in comps)),
+           target("composition bytes/s vs the in-place per-segment sketch", slowest["vs_inplace_probe"], 1.0,
+                  where=f"worst configuration ({slowest['name']})",
+                  note="same rounds, same buffers reused: " + ", ".join(f"{c['vs_inplace_probe']:.2f}x" for c in comps))]
+    ones = [c for c in comps if c.get("one_thread")]
+    if ones:
+        worst1 = min(ones, key=lambda c: c["one_thread"]["fraction_of_copy_bandwidth"])
+        out.append(target("composition bytes/s vs copy bandwidth, both on one thread",
+                          worst1["one_thread"]["fraction_of_copy_bandwidth"], 0.5,
+                          where=f"worst configuration ({worst1['name']})",
+                          note="torch.set_num_threads(1) for the same rounds; compose vs in-place sketch: "
+                          + ", ".join(f"{c['one_thread']['vs_inplace_probe']:.2f}x" for c in ones)))
+    return out
 
 
 def _pct(probe: dict[str, Any] | None) -> str:
@@ -265,6 +296,19 @@ def markdown(result: dict[str, Any]) -> str:
                      f"| {c['fraction_of_copy_bandwidth']:.0%} | {_pct(c['fresh_output'])} "
                      f"| {fmt_s(p['time']['median_s'])} | {_pct(p)} "
                      f"| {fmt_s(b['time']['median_s']) if b else 'n/a'} | {_pct(b)} | {c['vs_inplace_probe']:.2f}x |")
+    ones = [c for c in result["composition"] if c.get("one_thread")]
+    if ones:
+        lines += ["", "The same rounds on one thread (`torch.set_num_threads(1)`, copy included): on a shared machine "
+                  "whose cores other processes keep busy, each multithreaded BLAS call of the default-thread rounds "
+                  "waits for the scheduler.", "",
+                  "| composition | copy bw (1 thread) | compose(out=): of copy bw | sketch in place: of copy bw "
+                  "| sketch one bmm: of copy bw | compose vs in-place sketch |", "|---|---:|---:|---:|---:|---:|"]
+        for c in ones:
+            o = c["one_thread"]
+            bmm = o["bmm_fraction_of_copy_bandwidth"]
+            lines.append(f"| {c['name']} | {fmt_bytes(o['copy_bytes_per_s'])}/s | {o['fraction_of_copy_bandwidth']:.0%} "
+                         f"| {o['inplace_fraction_of_copy_bandwidth']:.0%} | {'n/a' if bmm is None else f'{bmm:.0%}'} "
+                         f"| {o['vs_inplace_probe']:.2f}x |")
     share = result["explainer_share"]
     lines += ["", f"Explainer share of the end-to-end wall time ({share['source']}):", "",
               "| song | n | torchlime | torchlime, separation counted as model | reference |", "|---:|---:|---:|---:|---:|"]

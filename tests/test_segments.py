@@ -328,3 +328,19 @@ def test_read_audio_errors(tmp_path):
     (tmp_path / "bad.wav").write_bytes(b"not audio at all")
     with pytest.raises(ValueError, match=r"could not read audio file '.*bad.wav': "):
         read_audio(tmp_path / "bad.wav")
+
+
+def test_boundaries_are_checked_on_every_call_whatever_their_type():
+    """The cut is remembered per boundaries, yet 1.0 or True (which hash like 1) never pass for ints."""
+    stems, masks = torch.randn(4, 1, 10), torch.ones(2, 4)
+    TF.compose_segments(stems, masks, [(0, 10)])
+    TF.compose_segments(stems, masks, [(1, 10)])
+    for bad in ([(0.0, 10)], [(True, 10)], [[0, 10.0]]):
+        with pytest.raises(ValueError, match="expected segment 0 as a .start, end. pair of integers"):
+            TF.compose_segments(stems, masks, bad)
+    bounds = [(0, 5), (5, 10)]
+    a = TF.compose_segments(stems, torch.ones(2, 8), bounds)
+    bounds[1] = (5, 11)  # a mutated list is a new cut
+    with pytest.raises(ValueError, match=r"expected segment 1 as 5 <= start < end <= 10 .*got \(5, 11\)"):
+        TF.compose_segments(stems, torch.ones(2, 8), bounds)
+    torch.testing.assert_close(a, TF.compose_segments(stems, torch.ones(2, 8), ((0, 5), (5, 10))), atol=0, rtol=0)

@@ -11,6 +11,7 @@ the one place that builds the names; :func:`feature_stem_segment` and
 
 from __future__ import annotations
 
+import functools
 import itertools
 import operator
 from collections.abc import Sequence
@@ -164,7 +165,7 @@ def compose_segments(
             "torchlime.functional.pcm_to_float first)"
         )
     S, C, T = stems.shape[-3:]
-    bounds = check_boundaries(boundaries, T)
+    bounds, runs, gaps = _plan(boundaries, T)
     G = len(bounds)
     if not isinstance(masks, Tensor) or masks.dim() < 2 or masks.shape[-1] != S * G:
         raise ValueError(
@@ -174,10 +175,9 @@ def compose_segments(
     if residual is not None and (residual.dim() < 2 or tuple(residual.shape[-2:]) != (C, T)):
         raise ValueError(f"expected residual of shape (..., {C}, {T}), got shape {tuple(residual.shape)}")
     n = masks.shape[-2]
+    leads = [stems.shape[:-3], masks.shape[:-2], *(() if residual is None else (residual.shape[:-2],))]
     try:
-        lead = torch.broadcast_shapes(
-            stems.shape[:-3], masks.shape[:-2], *(() if residual is None else (residual.shape[:-2],))
-        )
+        lead = leads[0] if all(d == leads[0] for d in leads) else torch.broadcast_shapes(*leads)
     except RuntimeError as err:
         raise ValueError(
             f"expected the leading dims of stems {tuple(stems.shape[:-3])}, masks {tuple(masks.shape[:-2])}"
@@ -203,13 +203,42 @@ def compose_segments(
         return composed if out is None else out.copy_(composed)
     if out is None:
         out = stems.new_empty(shape)
-    runs, gaps = _runs(bounds), _gaps(bounds, T)
+    if not lead:
+        _compose_song(out, stems, z, runs, gaps, residual)
+        return out
     stems = stems.expand(*lead, S, C, T)
     z = z.expand(*lead, n, S * G)
     residual = None if residual is None else residual.expand(*lead, C, T)
     for idx in itertools.product(*(range(d) for d in lead)):
         _compose_song(out[idx], stems[idx], z[idx], runs, gaps, None if residual is None else residual[idx])
     return out
+
+
+def _plan(
+    boundaries: Sequence[tuple[int, int]], num_samples: int
+) -> tuple[list[tuple[int, int]], list[tuple[int, int, int, int]], list[tuple[int, int]]]:
+    """Checked boundaries, their runs and gaps: remembered per (boundaries, T), since a
+    factorization composes every chunk over the same cut."""
+    key = None
+    if isinstance(boundaries, (list, tuple)) and not torch.compiler.is_compiling():  # dynamo traces, no cache
+        try:
+            key = tuple((a, b) for a, b in boundaries)
+        except (TypeError, ValueError):
+            pass
+        if key is not None and not all(type(a) is int and type(b) is int for a, b in key):
+            key = None  # only exact ints share the cache (1.0 and True hash like 1); the rest is checked afresh
+    if key is None:
+        bounds = check_boundaries(boundaries, num_samples)
+        return bounds, _runs(bounds), _gaps(bounds, num_samples)
+    return _plan_cached(key, num_samples)
+
+
+@functools.lru_cache(maxsize=64)
+def _plan_cached(
+    boundaries: tuple[tuple[int, int], ...], num_samples: int
+) -> tuple[list[tuple[int, int]], list[tuple[int, int, int, int]], list[tuple[int, int]]]:
+    bounds = check_boundaries(list(boundaries), num_samples)
+    return bounds, _runs(bounds), _gaps(bounds, num_samples)
 
 
 def _compose_traced(
