@@ -81,14 +81,19 @@ def measure_round_robin(fns: dict[str, Callable[[], Any]], device: torch.device,
                         warmup: int = 2) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Time every callable ``repeats`` times, one run of each per round (same load on all).
 
+    Each round starts one callable further along, so each follows every other equally often
+    (what ran just before, a large copy say, leaves the caches in its own state).
+
     Returns:
         ``({name: summary}, {name: last output})``, summaries as :func:`measure` gives them.
     """
     times: dict[str, list[float]] = {k: [] for k in fns}
     warm: dict[str, list[float]] = {k: [] for k in fns}
     outs: dict[str, Any] = {}
+    names = list(fns)
     for r in range(warmup + repeats):
-        for name, fn in fns.items():
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            fn = fns[name]
             sync(device)
             start = time.perf_counter()
             outs[name] = fn()
