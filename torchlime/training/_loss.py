@@ -146,12 +146,12 @@ def lime_penalty(
 
 
 def stem_features(
-    features: Sequence[str] | Any, stems: str | Sequence[str], *, device: torch.device | str | None = None
+    feature_names: Sequence[str] | Any, stems: str | Sequence[str], *, device: torch.device | str | None = None
 ) -> Tensor:
     """Bool mask ``(F,)`` of the features of the given stems (every ``<stem>_T<g>`` column).
 
     Args:
-        features: the feature space: a :class:`StemsTransform` or
+        feature_names: the feature space: a :class:`StemsTransform` or
             :class:`torchlime.music.StemFactorization` (anything with ``stem_names`` and
             ``num_segments``), or F feature names that start with the stems x segments
             names those give (``vocals_T3``, see
@@ -171,11 +171,11 @@ def stem_features(
         tensor([False,  True, False,  True])
     """
     wanted = [stems] if isinstance(stems, str) else list(stems)
-    if hasattr(features, "stem_names") and hasattr(features, "num_segments"):
-        stem_names, G = [str(s) for s in features.stem_names], int(features.num_segments)
+    if hasattr(feature_names, "stem_names") and hasattr(feature_names, "num_segments"):
+        stem_names, G = [str(s) for s in feature_names.stem_names], int(feature_names.num_segments)
         F = len(stem_names) * G
     else:
-        names = [str(f) for f in features]
+        names = [str(f) for f in feature_names]
         (stem_names, G), F = segment_layout(names), len(names)
     S = len(stem_names)
     present = sorted(set(stem_names))
