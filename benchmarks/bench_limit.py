@@ -2,16 +2,21 @@
 
 - **Copy bandwidth** of the device: ``dst.copy_(src)`` on a large float32 tensor
   (256 MB on CPU, 2 GB on CUDA: far past the caches), bytes read + written / time.
-- **Composition**: :meth:`torchlime.music.StemFactorization.compose` on one chunk of
-  masks; bytes moved = bytes written (``n x C x T x 4``, the composed audio) + bytes read
-  (the stems ``S x C x T x 4`` and the masks), over time; reported as a fraction of the
-  copy bandwidth (the issue's target: >= 50%). Composing can never beat writing its
-  output once, which is what the copy measures. A second number, ``inplace_probe``, times
-  the same products written straight into one preallocated output
-  (``torch.mm(z_g, stems[:, c, a:b], out=out[:, c, a:b])``), and ``bmm_probe`` all
-  segments in one ``torch.bmm`` per channel through a strided view of the output: the
-  benchmark's own sketches, not torchlime code, to tell the hardware's limit from the
-  library's.
+- **Composition**: :func:`torchlime.functional.compose_segments` through
+  :meth:`torchlime.music.StemFactorization.compose` on one chunk of masks, written into a
+  reused ``out=`` buffer as ``MusicLime`` does (``fresh_output``: into a fresh allocation,
+  whose page faults on CPU cost as much as the composition); bytes moved = bytes written
+  (``n x C x T x 4``, the composed audio) + bytes read (the stems ``S x C x T x 4`` and the
+  masks), over time; reported as a fraction of the copy bandwidth (the issue's target:
+  >= 50%). Composing can never beat writing its output once, which is what the copy
+  measures. ``inplace_probe`` times the same products written straight into one
+  preallocated output (``torch.mm(z_g, stems[:, c, a:b], out=out[:, c, a:b])``), and
+  ``bmm_probe`` all segments in one ``torch.bmm`` per channel through a strided view of the
+  output: the benchmark's own sketches, not torchlime code, to tell the hardware's limit
+  from the library's (``vs_inplace_probe``: the library's bytes/s over the first's).
+  Every configuration times the copy, the library and the sketches round-robin, one run of
+  each per round, so a busy machine slows them alike; its fractions are of the copy
+  bandwidth measured in those rounds (``copy_bandwidth`` at the top: measured alone first).
 - **Explainer share** of the end-to-end run: copied from the one-song scenario when it
   ran in the same invocation, else measured here on a 10 s song (n = 1000; 200 with
   ``--quick``): (wall time - the model's forward) / wall time.
@@ -22,12 +27,13 @@ Run it through the harness: ``python -m benchmarks --only limit [--quick] [--dev
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from ._context import Context, target
-from ._harness import PhaseTimer, envelope, fmt_bytes, fmt_s, log, measure, ratio, sync
+from ._harness import PhaseTimer, envelope, fmt_bytes, fmt_s, log, measure, ratio, summarize, sync
 
 __all__ = ["NAME", "run", "markdown", "targets"]
 
@@ -71,9 +77,34 @@ def compose_bmm(stems: torch.Tensor, masks: torch.Tensor, out: torch.Tensor, seg
     return out
 
 
+def measure_round_robin(fns: dict[str, Callable[[], Any]], device: torch.device, repeats: int,
+                        warmup: int = 2) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Time every callable ``repeats`` times, one run of each per round (same load on all).
+
+    Each round starts one callable further along, so each follows every other equally often
+    (what ran just before, a large copy say, leaves the caches in its own state).
+
+    Returns:
+        ``({name: summary}, {name: last output})``, summaries as :func:`measure` gives them.
+    """
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    warm: dict[str, list[float]] = {k: [] for k in fns}
+    outs: dict[str, Any] = {}
+    names = list(fns)
+    for r in range(warmup + repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            fn = fns[name]
+            sync(device)
+            start = time.perf_counter()
+            outs[name] = fn()
+            sync(device)
+            (warm if r < warmup else times)[name].append(time.perf_counter() - start)
+    return {k: {**summarize(times[k]), "warmup_s": warm[k], "budget_s": None} for k in fns}, outs
+
+
 def composition(device: torch.device, name: str, rate: int, seconds: float, channels: int, segments: int,
-                chunk: int, repeats: int) -> dict[str, Any]:
-    """Bytes per second of ``StemFactorization.compose`` on one chunk, and of the in-place sketch."""
+                chunk: int, repeats: int, copy_src: torch.Tensor, copy_dst: torch.Tensor) -> dict[str, Any]:
+    """Bytes per second of ``StemFactorization.compose`` on one chunk, of the sketches and of the copy."""
     from torchlime.music import StemFactorization
 
     S = 4
@@ -84,24 +115,54 @@ def composition(device: torch.device, name: str, rate: int, seconds: float, chan
     masks = torch.bernoulli(torch.full((chunk, f.num_features), 0.5), generator=gen).to(device)
     written = chunk * channels * T * 4
     read = stems.numel() * 4 + masks.numel() * 4
-    summary, out = measure(lambda: f.compose(masks), device, repeats=repeats, warmup=2)
-    buf = torch.empty(chunk, channels, T, device=device)
-    probe, out2 = measure(lambda: compose_inplace(f.stems, f.boundaries, masks, buf), device,
-                          repeats=repeats, warmup=2)
-    same = bool(torch.allclose(out, out2, rtol=1e-5, atol=1e-6))
     moved = written + read
-    bmm = None
+    bufs = [torch.empty(chunk, channels, T, device=device) for _ in range(3)]
+    fns = {
+        "copy": lambda: copy_dst.copy_(copy_src),
+        "library": lambda: f.compose(masks, out=bufs[0]),
+        "fresh": lambda: f.compose(masks),
+        "inplace": lambda: compose_inplace(f.stems, f.boundaries, masks, bufs[1]),
+    }
     if T % segments == 0:
-        buf3 = torch.empty(chunk, channels, T, device=device)
-        t3, out3 = measure(lambda: compose_bmm(f.stems, masks, buf3, segments), device, repeats=repeats, warmup=2)
-        bmm = {"time": t3, "bytes_per_s": moved / t3["median_s"],
-               "same_output": bool(torch.allclose(out, out3, rtol=1e-5, atol=1e-6))}
+        fns["bmm"] = lambda: compose_bmm(f.stems, masks, bufs[2], segments)
+    t, outs = measure_round_robin(fns, device, repeats)
+    reference = outs["fresh"]
+    copy_bps = 2 * copy_src.numel() * 4 / t["copy"]["median_s"]
+
+    def probe(key: str) -> dict[str, Any] | None:
+        if key not in t:
+            return None
+        bps = moved / t[key]["median_s"]
+        return {"time": t[key], "bytes_per_s": bps, "fraction_of_copy_bandwidth": bps / copy_bps,
+                "same_output": bool(torch.allclose(reference, outs[key], rtol=1e-5, atol=1e-6))}
+
+    library, fresh, inplace, bmm = probe("library"), probe("fresh"), probe("inplace"), probe("bmm")
+    one_thread = None
+    if device.type == "cpu" and torch.get_num_threads() > 1:
+        # The same rounds on one thread: on a shared machine whose other tenants keep its cores
+        # busy, every multithreaded BLAS call waits for the scheduler (milliseconds per call),
+        # which the default-thread numbers above then measure; one thread measures the code.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            t1, _ = measure_round_robin({k: fns[k] for k in ("copy", "library", "inplace", "bmm") if k in fns},
+                                        device, repeats)
+        finally:
+            torch.set_num_threads(threads)
+        copy1 = 2 * copy_src.numel() * 4 / t1["copy"]["median_s"]
+        frac = {k: moved / t1[k]["median_s"] / copy1 for k in t1 if k != "copy"}
+        one_thread = {"copy_bytes_per_s": copy1, "time": t1, "fraction_of_copy_bandwidth": frac["library"],
+                      "inplace_fraction_of_copy_bandwidth": frac["inplace"],
+                      "bmm_fraction_of_copy_bandwidth": frac.get("bmm"),
+                      "vs_inplace_probe": frac["library"] / frac["inplace"]}
     return {
         "name": name, "sample_rate": rate, "seconds": seconds, "channels": channels, "stems": S,
         "segments": segments, "chunk": chunk, "bytes_written": written, "bytes_read": read, "bytes_moved": moved,
-        "time": summary, "bytes_per_s": moved / summary["median_s"],
-        "inplace_probe": {"time": probe, "bytes_per_s": moved / probe["median_s"], "same_output": same},
-        "bmm_probe": bmm,
+        "time": t["library"], "bytes_per_s": library["bytes_per_s"],
+        "fraction_of_copy_bandwidth": library["fraction_of_copy_bandwidth"], "same_output": library["same_output"],
+        "vs_inplace_probe": library["bytes_per_s"] / inplace["bytes_per_s"],
+        "copy": {"time": t["copy"], "bytes_per_s": copy_bps},
+        "fresh_output": fresh, "inplace_probe": inplace, "bmm_probe": bmm, "one_thread": one_thread,
     }
 
 
@@ -147,6 +208,8 @@ def run(ctx: Context) -> dict[str, Any]:
     nbytes = ctx.pick(256 << 20, 256 << 20, 64 << 20, cuda=2 << 30)
     copy = copy_bandwidth(device, nbytes, repeats)
     log(f"  copy bandwidth: {fmt_bytes(copy['bytes_per_s'])}/s")
+    copy_src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()
+    copy_dst = torch.empty_like(copy_src)
     configs = ctx.pick(
         [("scenario 2 song: 10 s at 8 kHz mono, chunk 100", 8000, 10.0, 1, 10, 100),
          ("10 s at 22.05 kHz mono, chunk 100", 22050, 10.0, 1, 10, 100),
@@ -160,20 +223,26 @@ def run(ctx: Context) -> dict[str, Any]:
     )
     comps = []
     for name, rate, seconds, channels, segments, chunk in configs:
-        c = composition(device, name, rate, seconds, channels, segments, chunk, repeats)
-        c["fraction_of_copy_bandwidth"] = c["bytes_per_s"] / copy["bytes_per_s"]
-        for probe in ("inplace_probe", "bmm_probe"):
-            if c[probe] is not None:
-                c[probe]["fraction_of_copy_bandwidth"] = c[probe]["bytes_per_s"] / copy["bytes_per_s"]
+        c = composition(device, name, rate, seconds, channels, segments, chunk, repeats, copy_src, copy_dst)
         comps.append(c)
         log(f"  composition {name}: {fmt_bytes(c['bytes_per_s'])}/s = {c['fraction_of_copy_bandwidth']:.0%} of copy "
-            f"(sketches: in-place {_pct(c['inplace_probe'])}, one bmm {_pct(c['bmm_probe'])})")
+            f"({c['vs_inplace_probe']:.2f}x the in-place sketch; fresh output {_pct(c['fresh_output'])}; sketches: "
+            f"in-place {_pct(c['inplace_probe'])}, one bmm {_pct(c['bmm_probe'])})"
+            + ("" if c["one_thread"] is None else
+               f"; one thread: {c['one_thread']['fraction_of_copy_bandwidth']:.0%} of copy"))
+    del copy_src, copy_dst
     share = _explainer_share(ctx)
     parameters = {
         "repeats": repeats,
         "copy": "dst.copy_(src), float32, bytes_moved = 2 x tensor bytes (read + write)",
-        "composition": "StemFactorization.compose(masks) on one chunk (no residual); bytes_moved = written "
-        "(chunk x C x T x 4) + read (stems + masks)",
+        "composition": "StemFactorization.compose(masks, out=buf) on one chunk (no residual), buf reused across "
+        "calls as MusicLime reuses it; bytes_moved = written (chunk x C x T x 4) + read (stems + masks); "
+        "fraction_of_copy_bandwidth against the copy timed in the same rounds",
+        "fresh_output": "StemFactorization.compose(masks): the same into a fresh allocation (page faults included)",
+        "round_robin": "per configuration, copy, library, fresh, in-place sketch and bmm sketch run once each per "
+        "round, 2 warm-up rounds then `repeats` timed rounds; medians",
+        "one_thread": "CPU with more than one torch thread: copy, library and sketches again, round-robin, under "
+        "torch.set_num_threads(1) (restored after); fractions of the one-thread copy",
         "inplace_probe": "benchmark-local sketch: torch.mm(z_g, stems[:, c, a:b], out=out[:, c, a:b]) into one "
         "preallocated (chunk, C, T) buffer; same output checked",
         "bmm_probe": "benchmark-local sketch: one torch.bmm per channel over all (equal) segments, "
@@ -188,15 +257,28 @@ def run(ctx: Context) -> dict[str, Any]:
 
 
 def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue 5: composition at >= 50% of the measured copy bandwidth (explainer share: the music scenario)."""
+    """Issues 12 and 16: composition at >= 50% of the copy bandwidth, and at least as fast as the in-place sketch."""
     comps = result["composition"]
     if not comps:
         return []
     worst = min(comps, key=lambda c: c["fraction_of_copy_bandwidth"])
-    return [target("composition bytes/s vs measured copy bandwidth", worst["fraction_of_copy_bandwidth"], 0.5,
-                   where=f"worst configuration ({worst['name']})",
-                   note="benchmark-local sketches of the same products, in place per segment / one bmm: "
-                   + ", ".join(f"{_pct(c['inplace_probe'])} / {_pct(c['bmm_probe'])}" for c in comps))]
+    slowest = min(comps, key=lambda c: c["vs_inplace_probe"])
+    out = [target("composition bytes/s vs measured copy bandwidth", worst["fraction_of_copy_bandwidth"], 0.5,
+                  where=f"worst configuration ({worst['name']})",
+                  note="benchmark-local sketches of the same products, in place per segment / one bmm: "
+                  + ", ".join(f"{_pct(c['inplace_probe'])} / {_pct(c['bmm_probe'])}" for c in comps)),
+           target("composition bytes/s vs the in-place per-segment sketch", slowest["vs_inplace_probe"], 1.0,
+                  where=f"worst configuration ({slowest['name']})",
+                  note="same rounds, same buffers reused: " + ", ".join(f"{c['vs_inplace_probe']:.2f}x" for c in comps))]
+    ones = [c for c in comps if c.get("one_thread")]
+    if ones:
+        worst1 = min(ones, key=lambda c: c["one_thread"]["fraction_of_copy_bandwidth"])
+        out.append(target("composition bytes/s vs copy bandwidth, both on one thread",
+                          worst1["one_thread"]["fraction_of_copy_bandwidth"], 0.5,
+                          where=f"worst configuration ({worst1['name']})",
+                          note="torch.set_num_threads(1) for the same rounds; compose vs in-place sketch: "
+                          + ", ".join(f"{c['one_thread']['vs_inplace_probe']:.2f}x" for c in ones)))
+    return out
 
 
 def _pct(probe: dict[str, Any] | None) -> str:
@@ -206,16 +288,32 @@ def _pct(probe: dict[str, Any] | None) -> str:
 def markdown(result: dict[str, Any]) -> str:
     copy = result["copy_bandwidth"]
     lines = [f"Copy bandwidth ({fmt_bytes(copy['tensor_bytes'])} tensor, read + write): "
-             f"{fmt_bytes(copy['bytes_per_s'])}/s (median; best {fmt_bytes(copy['best_bytes_per_s'])}/s).", "",
-             "| composition | bytes moved | StemFactorization.compose | bytes/s | of copy bw "
-             "| sketch: in place per segment | of copy bw | sketch: one bmm | of copy bw |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"{fmt_bytes(copy['bytes_per_s'])}/s (median; best {fmt_bytes(copy['best_bytes_per_s'])}/s), measured "
+             "alone; each row's fractions are of the copy timed round-robin with it.", "",
+             "| composition | bytes moved | copy bw (same rounds) | StemFactorization.compose(out=) | bytes/s "
+             "| of copy bw | fresh output: of copy bw | sketch: in place per segment | of copy bw "
+             "| sketch: one bmm | of copy bw | compose vs in-place sketch |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for c in result["composition"]:
         p, b = c["inplace_probe"], c["bmm_probe"]
-        lines.append(f"| {c['name']} | {fmt_bytes(c['bytes_moved'])} | {fmt_s(c['time']['median_s'])} "
-                     f"| {fmt_bytes(c['bytes_per_s'])}/s | {c['fraction_of_copy_bandwidth']:.0%} "
+        lines.append(f"| {c['name']} | {fmt_bytes(c['bytes_moved'])} | {fmt_bytes(c['copy']['bytes_per_s'])}/s "
+                     f"| {fmt_s(c['time']['median_s'])} | {fmt_bytes(c['bytes_per_s'])}/s "
+                     f"| {c['fraction_of_copy_bandwidth']:.0%} | {_pct(c['fresh_output'])} "
                      f"| {fmt_s(p['time']['median_s'])} | {_pct(p)} "
-                     f"| {fmt_s(b['time']['median_s']) if b else 'n/a'} | {_pct(b)} |")
+                     f"| {fmt_s(b['time']['median_s']) if b else 'n/a'} | {_pct(b)} | {c['vs_inplace_probe']:.2f}x |")
+    ones = [c for c in result["composition"] if c.get("one_thread")]
+    if ones:
+        lines += ["", "The same rounds on one thread (`torch.set_num_threads(1)`, copy included): on a shared machine "
+                  "whose cores other processes keep busy, each multithreaded BLAS call of the default-thread rounds "
+                  "waits for the scheduler.", "",
+                  "| composition | copy bw (1 thread) | compose(out=): of copy bw | sketch in place: of copy bw "
+                  "| sketch one bmm: of copy bw | compose vs in-place sketch |", "|---|---:|---:|---:|---:|---:|"]
+        for c in ones:
+            o = c["one_thread"]
+            bmm = o["bmm_fraction_of_copy_bandwidth"]
+            lines.append(f"| {c['name']} | {fmt_bytes(o['copy_bytes_per_s'])}/s | {o['fraction_of_copy_bandwidth']:.0%} "
+                         f"| {o['inplace_fraction_of_copy_bandwidth']:.0%} | {'n/a' if bmm is None else f'{bmm:.0%}'} "
+                         f"| {o['vs_inplace_probe']:.2f}x |")
     share = result["explainer_share"]
     lines += ["", f"Explainer share of the end-to-end wall time ({share['source']}):", "",
               "| song | n | torchlime | torchlime, separation counted as model | reference |", "|---:|---:|---:|---:|---:|"]

@@ -85,11 +85,26 @@ def test_errors():
         StemFactorization(torch.randn(4, 1, 100), sample_rate=8000, keep_residual=True)
     with pytest.raises(ValueError, match="expected a positive integer sample_rate"):
         StemFactorization(torch.randn(4, 1, 100), sample_rate=0)
-    with pytest.raises(ValueError, match=r"expected segment 1 as 0 <= start < end <= 100, got \(50, 120\)"):
+    # one boundary check (functional.segments.check_boundaries), its message prefixed with the factorization
+    where = r"StemFactorization of stems \['vocals', 'drums', 'bass', 'other'\] \(1 channel\(s\), 100 samples at 8000 Hz\): "
+    with pytest.raises(ValueError, match=where + r"expected segment 1 as 50 <= start < end <= 100 \(increasing, "
+                       r"non-overlapping\), got \(50, 120\)"):
         StemFactorization(torch.randn(4, 1, 100), sample_rate=8000, boundaries=[(0, 50), (50, 120)])
+    with pytest.raises(ValueError, match=where + r"expected segment 1 as 50 <= start < end <= 100 .*got \(40, 60\)"):
+        StemFactorization(torch.randn(4, 1, 100), sample_rate=8000, boundaries=[(0, 50), (40, 60)])
+    with pytest.raises(ValueError, match=where + r"expected segment 0 as a \(start, end\) pair of integers, got \(0.5, 10\)"):
+        StemFactorization(torch.randn(4, 1, 100), sample_rate=8000, boundaries=[(0.5, 10)])
+    with pytest.raises(ValueError, match=where + "expected at least one segment, got no boundaries"):
+        StemFactorization(torch.randn(4, 1, 100), sample_rate=8000, boundaries=[])
     fac = StemFactorization(torch.randn(4, 1, 100), sample_rate=8000)
-    with pytest.raises(ValueError, match=r"expected audio masks of shape \(n, 40\)"):
+    with pytest.raises(ValueError, match=r"StemFactorization\(stems=\['vocals', 'drums', 'bass', 'other'\], num_segments=10, "
+                       r"channels=1, samples=100, sample_rate=8000\): expected masks of shape \(\.\.\., n, 40\) for 4 stems x "
+                       r"10 segments, got shape \(3, 39\)"):
         fac.compose(torch.ones(3, 39))
+    with pytest.raises(ValueError, match=r"expected a feature index in \[0, 39\]|expected 0 <= a feature index <= 39, got 40"):
+        fac.feature_stem_segment(40)
+    with pytest.raises(ValueError, match="expected feature names of StemFactorization.*got 'piano_T0'"):
+        fac.component_audio(["piano_T0"])
 
 
 @pytest.mark.parametrize("layout", ["uneven", "gaps", "residual"])
@@ -126,5 +141,5 @@ def test_compose_into_a_given_buffer(residual):
     out = torch.full((5, 2, 640), 7.0)  # stale data must not survive
     assert fac.compose(masks, out=out) is out
     torch.testing.assert_close(out, fac.compose(masks))
-    with pytest.raises(ValueError, match=r"expected out as a contiguous \(5, 2, 640\) torch.float32 tensor on cpu, got \(5, 2, 64\)"):
+    with pytest.raises(ValueError, match=r"StemFactorization\(.*\): expected out as a contiguous \(5, 2, 640\) torch.float32 tensor on cpu, got \(5, 2, 64\)"):
         fac.compose(masks, out=torch.empty(5, 2, 64))

@@ -1,11 +1,12 @@
 """Pure tensor functions: sampling, distances and kernels, surrogate fits, lime's selection,
-global importance.
+global importance, stems x segments composition.
 
 No modules, no Captum, no I/O: every function takes leading batch dims and, where it
 draws random numbers, a ``generator``.
 """
 
 from .aggregation import Importance, ImportanceSums, feature_entropy, global_importance, global_importance_update
+from .audio import pcm_to_float
 from .evaluation import (
     aopc,
     area_under_curve,
@@ -31,8 +32,8 @@ from .kernels import (
     shapley_kernel,
 )
 from .sampling import bernoulli_masks, check_generator, check_masks, kernel_shap_masks
+from .segments import compose_segments, even_boundaries, segment_feature_names
 from .selection import FEATURE_SELECTION_MODES, FeatureSelection, lime_fit, select_features
-from .step import compose_segments, even_boundaries
 from .surrogate import Moments, SurrogateFit, lasso, linear_regression, ridge, weighted_moments, weighted_r2
 
 __all__ = [
@@ -77,5 +78,7 @@ __all__ = [
     "topk_jaccard",
     "compose_segments",
     "even_boundaries",
+    "segment_feature_names",
+    "pcm_to_float",
     "mask_kernel_weights",
 ]

@@ -23,6 +23,7 @@ _EXPORTS = {
     "save_separator": "._separator",
     "MusicLime": "._explainer",
     "Explanation": "._explanation",
+    "read_audio": "._audio",
 }
 
 __all__ = list(_EXPORTS)

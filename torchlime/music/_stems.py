@@ -11,7 +11,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..functional.step import even_boundaries
+from .._checks import check_int
+from ..functional.audio import pcm_to_float
+from ..functional.segments import (
+    check_boundaries,
+    compose_segments,
+    even_boundaries,
+    feature_stem_segment,
+    segment_feature_names,
+)
 
 __all__ = ["StemFactorization", "DEFAULT_STEMS"]
 
@@ -24,11 +32,13 @@ class StemFactorization:
     Features are ordered segment-major (``index = g * S + s``), as the bach-or-bot
     MusicLIME implementation orders them. A perturbed waveform is the sum of the
     switched-on components (all off: silence, or the residual when ``keep_residual``).
-    Composition is one ``(n, S) @ (S, C * T_g)`` product per segment, chunked by the
-    caller, on the stems' device.
+    Composition is :func:`torchlime.functional.compose_segments`: one ``(n, S) @ (S, C * T_g)``
+    product per segment, chunked by the caller, on the stems' device.
 
     Args:
-        stems: ``(S, C, T)`` or ``(S, T)`` (mono).
+        stems: ``(S, C, T)`` or ``(S, T)`` (mono), floating point or integer PCM (uint8,
+            int8, int16, int32: scaled to [-1, 1] as soundfile reads it, see
+            :func:`torchlime.functional.pcm_to_float`); at least 2 samples.
         sample_rate: rate of the stems (the classifier's rate).
         stem_names: S names (default vocals, drums, bass, other for 4 stems).
         num_segments: G even segments covering the whole signal (ignored with ``boundaries``).
@@ -39,7 +49,9 @@ class StemFactorization:
             is exactly the mixture.
 
     Raises:
-        ValueError: bad shapes, NaN/inf, silent stems, audio shorter than G, bad boundaries.
+        ValueError: bad shapes, NaN/inf, silent stems, audio shorter than G (or 2 samples),
+            bad boundaries (naming the segment and the factorization).
+        TypeError: stems that are neither floating point nor integer PCM.
 
     Example:
         >>> stems = torch.randn(4, 1, 1000)
@@ -67,9 +79,13 @@ class StemFactorization:
             stems = stems.unsqueeze(1)
         if stems.dim() != 3:
             raise ValueError(f"expected stems of shape (S, C, T) or (S, T), got shape {tuple(stems.shape)}")
-        if not stems.dtype.is_floating_point:
-            stems = stems.float()
+        try:
+            stems = pcm_to_float(stems)
+        except TypeError as err:
+            raise TypeError(f"StemFactorization stems: {err}") from None
         S, C, T = stems.shape
+        if T < 2:
+            raise ValueError(f"expected audio of at least 2 samples, got stems of shape {tuple(stems.shape)}")
         if not torch.isfinite(stems).all():
             raise ValueError("expected finite stems, got NaN or inf in the audio")
         if not (stems != 0).any():
@@ -79,16 +95,16 @@ class StemFactorization:
         names = list(stem_names) if stem_names is not None else (list(DEFAULT_STEMS) if S == 4 else [f"stem{i}" for i in range(S)])
         if len(names) != S:
             raise ValueError(f"expected {S} stem names, got {len(names)}: {names}")
-        if boundaries is None:
-            boundaries = even_boundaries(T, num_segments)
-        boundaries = [(int(a), int(b)) for a, b in boundaries]
-        if not boundaries:
-            raise ValueError("expected at least one segment, got no boundaries")
-        for g, (a, b) in enumerate(boundaries):
-            if not 0 <= a < b <= T:
-                raise ValueError(f"expected segment {g} as 0 <= start < end <= {T}, got ({a}, {b})")
-            if g and a < boundaries[g - 1][1]:
-                raise ValueError(f"expected non-overlapping, increasing segments, got {boundaries[g - 1]} then {(a, b)}")
+        where = f"StemFactorization of stems {names} ({C} channel(s), {T} samples at {sample_rate} Hz)"
+        try:
+            boundaries = check_boundaries(even_boundaries(T, num_segments) if boundaries is None else boundaries, T)
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
+        if mixture is not None:
+            try:
+                mixture = pcm_to_float(mixture)
+            except TypeError as err:
+                raise TypeError(f"StemFactorization mixture: {err}") from None
         residual = None
         if keep_residual:
             if mixture is None:
@@ -120,13 +136,15 @@ class StemFactorization:
 
         Args:
             separator: e.g. :class:`torchlime.music.OpenUnmixSeparator`.
-            mixture: the song at ``sample_rate``.
+            mixture: the song at ``sample_rate`` (integer PCM is scaled with
+                :func:`torchlime.functional.pcm_to_float`).
             sample_rate: its rate.
             target_sample_rate: the classifier's rate (default: ``sample_rate``); stems
                 and mixture are resampled once to it.
             **kwargs: passed to the constructor (num_segments, boundaries, keep_residual).
         """
         out_rate = target_sample_rate or sample_rate
+        mixture = pcm_to_float(mixture)
         stems = separator.separate(mixture, sample_rate, output_sample_rate=out_rate)
         mono = mixture.dim() == 1 or mixture.shape[0] == 1
         if out_rate != sample_rate:
@@ -156,7 +174,33 @@ class StemFactorization:
 
     @property
     def feature_names(self) -> list[str]:
-        return [f"{s}_T{g}" for g in range(self.num_segments) for s in self.stem_names]
+        """``<stem>_T<g>``, segment-major (:func:`torchlime.functional.segment_feature_names`)."""
+        return segment_feature_names(self.stem_names, self.num_segments)
+
+    def feature_stem_segment(self, index: int) -> tuple[str, int]:
+        """The stem name and segment index of feature ``index`` (``index = g * S + s``).
+
+        Raises:
+            ValueError: an index outside ``[0, S * G)``.
+
+        Example:
+            >>> f = StemFactorization(torch.randn(4, 1, 100), sample_rate=8000, num_segments=2)
+            >>> f.feature_stem_segment(5)
+            ('drums', 1)
+        """
+        index = check_int(index, "a feature index", 0, self.num_features - 1)
+        s, g = feature_stem_segment(index, self.num_stems)
+        return self.stem_names[s], g
+
+    @property
+    def segment_times(self) -> list[tuple[float, float]]:
+        """``(start, end)`` of every segment in seconds (``boundaries / sample_rate``).
+
+        Example:
+            >>> StemFactorization(torch.randn(4, 1, 8000), sample_rate=8000, num_segments=4).segment_times
+            [(0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0)]
+        """
+        return [(a / self.sample_rate, b / self.sample_rate) for a, b in self.boundaries]
 
     @property
     def device(self) -> torch.device:
@@ -172,79 +216,40 @@ class StemFactorization:
         return self
 
     def compose(self, masks: Tensor, out: Tensor | None = None) -> Tensor:
-        """Waveforms ``(n, C, T)`` for masks ``(n, S*G)`` (one product per run of segments).
+        """Waveforms ``(n, C, T)`` for masks ``(n, S*G)``: :func:`torchlime.functional.compose_segments`.
 
         Args:
-            masks: ``(n, S*G)`` 0/1 masks, segment-major (feature ``g*S + s``).
+            masks: ``(n, S*G)`` 0/1 masks, segment-major (feature ``g*S + s``); leading dims
+                ``(..., n, S*G)`` give ``(..., n, C, T)``.
             out: an optional contiguous ``(n, C, T)`` tensor of the stems' dtype and device
                 to write into (a reused buffer saves the page faults of a fresh one on CPU).
 
         Raises:
-            ValueError: masks of the wrong shape, an ``out`` that does not fit.
+            ValueError: masks of the wrong shape, an ``out`` that does not fit (naming this
+                factorization).
         """
-        if masks.dim() != 2 or masks.shape[1] != self.num_features:
-            raise ValueError(
-                f"expected audio masks of shape (n, {self.num_features}), got shape {tuple(masks.shape)}"
-            )
-        S, C, T = self.stems.shape
-        n = masks.shape[0]
-        z = masks.to(device=self.device, dtype=self.stems.dtype).reshape(n, -1, S)  # (n, G, S)
-        runs, tiles = _runs(self.boundaries, T)
-        if out is None:
-            out = self.stems.new_empty(n, C, T)
-        elif (tuple(out.shape) != (n, C, T) or out.dtype != self.stems.dtype or out.device != self.stems.device
-                or not out.is_contiguous()):
-            raise ValueError(
-                f"expected out as a contiguous {(n, C, T)} {self.stems.dtype} tensor on {self.stems.device}, "
-                f"got {tuple(out.shape)} {out.dtype} on {out.device}"
-            )
-        if self.residual is not None:
-            out.copy_(self.residual.expand(n, C, T))
-        elif not tiles:  # samples outside every segment stay silent
-            out.zero_()
-        # One batched product per run of equal-length segments and channel, written straight
-        # into a strided view of the output: (k, n, S) @ (k, S, L) -> (k, n, L).
-        for g0, g1, a, L in runs:
-            k = g1 - g0
-            zk = z[:, g0:g1].transpose(0, 1)
-            for c in range(C):
-                stems = self.stems[:, c, a : a + k * L].reshape(S, k, L).transpose(0, 1)
-                dst = out[:, c, a : a + k * L].view(n, k, L).transpose(0, 1)
-                if self.residual is not None:
-                    dst.baddbmm_(zk, stems)
-                else:
-                    torch.bmm(zk, stems, out=dst)
-        return out
+        try:
+            return compose_segments(self.stems, masks, self.boundaries, self.residual, out=out)
+        except ValueError as err:
+            raise ValueError(f"{self!r}: {err}") from None
 
     def component_audio(self, features: Sequence[int | str]) -> Tensor:
         """The sum of the given components (indices or names) as ``(C, T)``, to listen to."""
         names = self.feature_names
         z = torch.zeros(1, self.num_features, device=self.device)
         for f in features:
-            idx = names.index(f) if isinstance(f, str) else int(f)
-            if not 0 <= idx < self.num_features:
-                raise ValueError(f"expected a feature index in [0, {self.num_features}), got {idx}")
+            if isinstance(f, str):
+                if f not in names:
+                    raise ValueError(f"expected feature names of {self!r}, got {f!r}")
+                idx = names.index(f)
+            else:
+                idx = check_int(f, "a feature index", 0, self.num_features - 1)
             z[0, idx] = 1
-        stems_only = StemFactorization.compose(self._without_residual(), z)
-        return stems_only[0]
+        return compose_segments(self.stems, z, self.boundaries)[0]
 
-    def _without_residual(self) -> StemFactorization:
-        clone = object.__new__(StemFactorization)
-        clone.__dict__.update(self.__dict__)
-        clone.residual = None
-        return clone
-
-
-def _runs(boundaries: Sequence[tuple[int, int]], T: int) -> tuple[list[tuple[int, int, int, int]], bool]:
-    """Runs ``(g0, g1, start, length)`` of adjacent segments of one length, and whether the
-    segments tile ``[0, T)`` (cover every sample)."""
-    runs: list[tuple[int, int, int, int]] = []
-    for g, (a, b) in enumerate(boundaries):
-        if runs and runs[-1][3] == b - a and runs[-1][2] + (g - runs[-1][0]) * (b - a) == a:
-            runs[-1] = (runs[-1][0], g + 1, runs[-1][2], b - a)
-        else:
-            runs.append((g, g + 1, a, b - a))
-    tiles = boundaries[0][0] == 0 and boundaries[-1][1] == T and all(
-        boundaries[g][0] == boundaries[g - 1][1] for g in range(1, len(boundaries))
-    )
-    return runs, tiles
+    def __repr__(self) -> str:
+        S, C, T = self.stems.shape
+        return (
+            f"StemFactorization(stems={self.stem_names}, num_segments={self.num_segments}, channels={C}, "
+            f"samples={T}, sample_rate={self.sample_rate})"
+        )

@@ -5,13 +5,13 @@ Shape glossary: B instances, K targets, F interpretable features.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..functional.segments import feature_stem_segment, segment_layout
 from ._step import ExplainStep
 
 __all__ = ["explanation_penalty", "lime_penalty", "stem_features"]
@@ -146,13 +146,17 @@ def lime_penalty(
 
 
 def stem_features(
-    feature_names: Sequence[str], stems: str | Sequence[str], *, device: torch.device | str | None = None
+    feature_names: Sequence[str] | Any, stems: str | Sequence[str], *, device: torch.device | str | None = None
 ) -> Tensor:
     """Bool mask ``(F,)`` of the features of the given stems (every ``<stem>_T<g>`` column).
 
     Args:
-        feature_names: F names as :class:`torchlime.music.StemFactorization` or
-            :class:`StemsTransform` give them (``vocals_T3``); other names never match.
+        feature_names: the feature space: a :class:`StemsTransform` or
+            :class:`torchlime.music.StemFactorization` (anything with ``stem_names`` and
+            ``num_segments``), or F feature names that start with the stems x segments
+            names those give (``vocals_T3``, see
+            :func:`torchlime.functional.segments.segment_layout`); names after them (lyric
+            lines, say) never match.
         stems: one stem name or several.
         device: where the mask lives (put it on the model's device once, outside the loop).
 
@@ -160,17 +164,23 @@ def stem_features(
         ``(F,)`` bool.
 
     Raises:
-        ValueError: a stem that no feature name belongs to.
+        ValueError: a stem that no feature belongs to.
 
     Example:
         >>> stem_features(["vocals_T0", "other_T0", "vocals_T1", "other_T1"], "other")
         tensor([False,  True, False,  True])
     """
     wanted = [stems] if isinstance(stems, str) else list(stems)
-    pattern = re.compile(r"^(.*)_T(\d+)$")
-    owner = [m.group(1) if (m := pattern.match(str(name))) else None for name in feature_names]
-    present = sorted({o for o in owner if o is not None})
+    if hasattr(feature_names, "stem_names") and hasattr(feature_names, "num_segments"):
+        stem_names, G = [str(s) for s in feature_names.stem_names], int(feature_names.num_segments)
+        F = len(stem_names) * G
+    else:
+        names = [str(f) for f in feature_names]
+        (stem_names, G), F = segment_layout(names), len(names)
+    S = len(stem_names)
+    present = sorted(set(stem_names))
     missing = [s for s in wanted if s not in present]
     if missing:
         raise ValueError(f"expected stems among those of the feature names {present}, got {missing}")
+    owner = [stem_names[feature_stem_segment(j, S)[0]] if j < S * G else None for j in range(F)]
     return torch.tensor([o in wanted for o in owner], dtype=torch.bool, device=device)

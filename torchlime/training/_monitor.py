@@ -7,7 +7,6 @@ C classes.
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..functional.segments import feature_stem_segment, segment_layout
 from ._step import ExplainStep, _first_tensor
 
 __all__ = ["ExplanationMonitor", "MonitorReport"]
@@ -124,14 +124,13 @@ def _model_device(model: Any) -> torch.device | None:
 
 
 def _stem_groups(feature_names: Sequence[str]) -> dict[str, list[int]]:
-    pattern = re.compile(r"^(.*)_T\d+$")
-    groups: dict[str, list[int]] = {}
-    for j, name in enumerate(feature_names):
-        m = pattern.match(name)
-        if m:
-            groups.setdefault(m.group(1), []).append(j)
-    if not groups:
+    """Feature indices per stem, for feature names that start with stems x segments names."""
+    stem_names, G = segment_layout(feature_names)
+    if not G:
         raise ValueError(f"expected feature names like 'drums_T3' for groups='stems', got {list(feature_names)[:5]}")
+    groups: dict[str, list[int]] = {s: [] for s in stem_names}
+    for j in range(len(stem_names) * G):
+        groups[stem_names[feature_stem_segment(j, len(stem_names))[0]]].append(j)
     return groups
 
 

@@ -18,7 +18,8 @@ from ..functional import surrogate as S
 from ..functional.engine import explain_masks, model_outputs, parse_target, select_targets
 from ..functional.kernels import mask_kernel_weights
 from ..functional.sampling import bernoulli_masks
-from ..functional.step import compose_segments, even_boundaries
+from ..functional.audio import pcm_to_float
+from ..functional.segments import compose_segments, even_boundaries, segment_feature_names
 from ..models import Lasso, LinearRegression, Ridge, check_differentiable, fit_model
 
 __all__ = ["ExplainStep", "StemsTransform", "check_differentiable"]
@@ -295,10 +296,12 @@ class StemsTransform:
     """Batched transform for songs given as stems: features are stems x segments.
 
     ``original`` is ``(stems, *extra)``: stems ``(B, S, C, T)`` of B songs of the same
-    length, and further model inputs (lyric ``input_ids`` and ``attention_mask``, say) that
+    length (floating point, or integer PCM scaled as soundfile reads it), and further model inputs (lyric ``input_ids`` and ``attention_mask``, say) that
     are held fixed and repeated for every sample. Features are ordered segment-major and
     named like :class:`torchlime.music.StemFactorization` names them (``vocals_T3`` is
-    feature ``3 * S + 0``); segments are even.
+    feature ``3 * S + 0``); segments are even. Composition is
+    :func:`torchlime.functional.compose_segments` (shape-static under ``torch.compile`` and
+    autograd, in place otherwise).
 
     Args:
         stem_names: the S stem names.
@@ -328,8 +331,8 @@ class StemsTransform:
 
     @property
     def feature_names(self) -> list[str]:
-        """``<stem>_T<g>``, segment-major."""
-        return [f"{s}_T{g}" for g in range(self.num_segments) for s in self.stem_names]
+        """``<stem>_T<g>``, segment-major (:func:`torchlime.functional.segment_feature_names`)."""
+        return segment_feature_names(self.stem_names, self.num_segments)
 
     def __call__(self, masks: Tensor, original: Any) -> tuple[Tensor, ...]:
         """Model inputs ``(audio (B * c, C, T), *extra repeated)`` for masks ``(B, c, S * G)``."""
@@ -340,5 +343,5 @@ class StemsTransform:
             )
         c = masks.shape[1]
         boundaries = even_boundaries(stems.shape[-1], self.num_segments)
-        audio = compose_segments(stems, masks, boundaries).flatten(0, 1)
+        audio = compose_segments(pcm_to_float(stems), masks, boundaries).flatten(0, 1)
         return (audio, *(e.repeat_interleave(c, dim=0) for e in extra))
