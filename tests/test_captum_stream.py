@@ -251,3 +251,18 @@ def test_progress_bar_labels_are_captums(cls, ref, monkeypatch):
     Recorder.who = "ours"
     lb.attribute(x, target=0, n_samples=4, show_progress=True)
     assert labels["ours"][-1] == "Lime Base attribution" == f"{CaptumLimeBase.get_name()} attribution"
+
+
+@pytest.mark.parametrize("method", ["lime", "kernel_shap"])
+def test_default_stream_on_the_device_equals_captum(method, device):
+    """Captum draws on the CPU and moves the masks; so does torchlime's default path."""
+    net = make_net().to(device)
+    x = torch.randn(2, 6, device=device)
+
+    def call(explainer):
+        return explainer.attribute(x, target=[0, 2], n_samples=30, perturbations_per_eval=10)
+
+    ours, ref, same_state = both(method, net, 8, call)
+    assert ours.device.type == device.type
+    assert_same(ours.cpu(), ref.cpu())
+    assert same_state

@@ -325,3 +325,18 @@ def test_limebase_samplers_over_a_user_perturb_func():
                                     lambda x, **kw: torch.ones(1, 4), True, lambda z, x, **kw: z * x, None)
     with pytest.raises(ValueError, match="sampler=, .* need batched callables"):
         per_sample.attribute(x, n_samples=8, sampler="paired")
+
+
+def test_samplers_on_the_device(device):
+    for kind, sampler in KINDS:
+        g = torch.Generator(device=device).manual_seed(0)
+        d = sample_masks(20, 5, sampler=sampler, kind=kind, batch_shape=(2,), device=device, generator=g)
+        assert d.masks.device.type == device.type
+        assert d.sample_weight is None or d.sample_weight.device.type == device.type
+    forward, x, phi = shapley_problem()
+    net_device = lambda z: forward(z.cpu()).to(z.device)  # noqa: E731 - the model stays on the CPU
+    attr = torchlime.KernelShap(net_device).attribute(
+        x.to(device), n_samples=2**F_EXACT, perturbations_per_eval=64, sampler="hybrid",
+        generator=torch.Generator(device=device).manual_seed(0),
+    )
+    torch.testing.assert_close(attr.cpu(), phi, atol=1e-6, rtol=0)

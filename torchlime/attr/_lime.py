@@ -22,7 +22,7 @@ from ..functional.kernels import (
     pairwise_distance,
 )
 from .._checks import check_choice
-from ..functional.sampling import SAMPLERS, bernoulli_masks, kernel_shap_masks
+from ..functional.sampling import SAMPLERS
 from ..models import Lasso, LinearRegression
 from ._batched import batched_impl
 from .._captum import (
@@ -109,7 +109,13 @@ def _baseline_tensor(baseline: Any, inp: Tensor) -> Tensor:
 
 
 class _BernoulliPerturb:
-    """Captum's default Lime sampling: Bernoulli(0.5) per interpretable feature."""
+    """Captum's default Lime sampling: Bernoulli(0.5) per interpretable feature.
+
+    Called per sample only on Captum's loop; on the batched path :class:`LimeBase` sees the
+    ``_torchlime_sampler_kind`` mark and draws with :mod:`torchlime.functional.sampling`.
+    """
+
+    _torchlime_sampler_kind = "lime"
 
     def __call__(self, original_inp: Any, **kwargs: Any) -> Tensor:
         device = (original_inp if isinstance(original_inp, Tensor) else original_inp[0]).device
@@ -118,14 +124,6 @@ class _BernoulliPerturb:
         where = generator.device if generator is not None else "cpu"  # Captum draws on the CPU
         probs = torch.full((1, F), 0.5, device=where)
         return torch.bernoulli(probs, generator=generator).to(device=device).long()
-
-    def __torchlime_batched__(self, original_inp: Any, *, n_samples: int, generator: Any = None, **kwargs: Any) -> Tensor:
-        device = (original_inp if isinstance(original_inp, Tensor) else original_inp[0]).device
-        B = kwargs.get("num_instances")
-        shape = (B,) if B is not None else ()
-        return bernoulli_masks(
-            n_samples, int(kwargs["num_interp_features"]), batch_shape=shape, device=device, generator=generator
-        )
 
 
 class _MaskTransform:
@@ -306,7 +304,7 @@ class Lime(LimeBase, CaptumLime):
 
     Random streams. Without ``generator`` (and with ``sampler="iid"``) the masks come from
     torch's global random stream exactly as Captum 0.9's ``Lime`` draws them: example after
-    example, each example's n Bernoulli(0.5) masks on the CPU, then the one number its fit
+    example, each example's n Bernoulli(0.5) masks on the CPU, then the numbers its fit
     through a ``DataLoader`` draws; so after ``torch.manual_seed(s)`` the attributions equal
     Captum's for any batch size, targets and ``perturbations_per_eval``, and the stream is
     left where Captum leaves it. The forwards and the fit still run batched over the
@@ -497,13 +495,6 @@ class Lime(LimeBase, CaptumLime):
                 attrs.append(coef.gather(1, ids).reshape(shape))
         return tuple(attrs) if is_tuple else attrs[0]
 
-    def _builtin_kind(self) -> str | None:
-        if isinstance(self.perturb_func, _KernelShapPerturb):
-            return "kernel_shap"
-        if isinstance(self.perturb_func, _BernoulliPerturb):
-            return "lime"
-        return None
-
     def _examples(self, inputs: Any, kwargs: dict) -> list[tuple[Any, dict]]:
         # Captum's Lime calls perturb_func with one example's inputs, baselines and feature mask.
         bsz = kwargs.get("num_instances")
@@ -551,18 +542,16 @@ def _as_args(args: Any) -> tuple | None:
 
 
 class _KernelShapPerturb:
-    """Captum's KernelSHAP coalitions: all ones, all zeros, then Shapley-sized draws."""
+    """Captum's KernelSHAP coalitions: all ones, all zeros, then Shapley-sized draws.
+
+    A mark only: :class:`LimeBase` draws them with :mod:`torchlime.functional.sampling`
+    (Captum's per-sample stream without a generator, batched with one).
+    """
+
+    _torchlime_sampler_kind = "kernel_shap"
 
     def __call__(self, original_inp: Any, **kwargs: Any) -> Any:
         raise TypeError("torchlime.KernelShap's sampling is batched only")
-
-    def __torchlime_batched__(self, original_inp: Any, *, n_samples: int, generator: Any = None, **kwargs: Any) -> Tensor:
-        device = (original_inp if isinstance(original_inp, Tensor) else original_inp[0]).device
-        B = kwargs.get("num_instances")
-        return kernel_shap_masks(
-            n_samples, int(kwargs["num_interp_features"]), batch_shape=(B,) if B is not None else (),
-            device=device, generator=generator,
-        )
 
 
 class _KernelShapWeights:
@@ -588,7 +577,7 @@ class KernelShap(Lime, CaptumKernelShap):
     Random streams: without ``generator`` (and with ``sampler="iid"``) every example's
     coalitions are drawn as Captum's ``kernel_shap_perturb_generator`` draws them (per
     sample a ``Categorical`` size and a ``torch.randn(1, F)``, a Python loop), then the
-    number its DataLoader fit takes, so results equal Captum's after ``torch.manual_seed``;
+    numbers its DataLoader fit takes, so results equal Captum's after ``torch.manual_seed``;
     with a ``generator`` all coalitions are drawn in two batched calls.
 
     ``sampler``: ``"iid"`` (default), ``"paired"``, ``"sobol"`` (Captum's distribution,

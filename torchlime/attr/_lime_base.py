@@ -71,11 +71,14 @@ class LimeBase(CaptumLimeBase):
 
     - no ``generator`` (the default): the masks come from torch's global random stream as
       Captum 0.9 draws them: ``perturb_func`` is called sample by sample where it is a
-      per-sample callable, and after the draws torchlime takes the one number Captum's
-      ``interpretable_model.fit(DataLoader)`` takes from the stream (creating the
-      DataLoader's iterator draws its base seed; torchlime's models fit without one). So
-      after ``torch.manual_seed(s)`` the result and the stream left behind are Captum's,
-      call after call (for a model whose forward draws no random numbers);
+      per-sample callable (a batched one is called once, with ``generator=None``), and
+      after the draws torchlime takes what Captum's ``interpretable_model.fit(DataLoader)``
+      takes from the stream: the DataLoader iterator's base seed and, for the scikit-learn
+      models torchlime's ``Lasso``/``Ridge``/``LinearRegression`` stand for, an
+      ``nn.Linear(F, 1)`` initialisation (torchlime's models fit on tensors and draw
+      nothing; Captum's own models draw for themselves). So after ``torch.manual_seed(s)``
+      the result and the stream left behind are Captum's, call after call (for a model
+      whose forward draws no random numbers);
     - ``generator=``: every draw comes from it, batched; the global stream is untouched.
 
     Extra keyword arguments of ``attribute`` (all optional, never passed on to the
@@ -208,8 +211,8 @@ class LimeBase(CaptumLimeBase):
     _SAMPLERS: tuple[str, ...] = LIME_SAMPLERS
 
     def _builtin_kind(self) -> str | None:
-        """``"lime"``/``"kernel_shap"`` when ``perturb_func`` is torchlime's default one, else None."""
-        return None
+        """``"lime"``/``"kernel_shap"`` when ``perturb_func`` is ``Lime``'s or ``KernelShap``'s own, else None."""
+        return getattr(self.perturb_func, "_torchlime_sampler_kind", None)
 
     def _examples(self, inputs: Any, kwargs: dict) -> list[tuple[Any, dict]]:
         """``(inputs, kwargs)`` of every example Captum's loop draws for, in its order."""

@@ -458,7 +458,7 @@ class MaskSampler:
         self.drawn += n
         if weight is not None:
             weight = torch.cat([torch.ones(self._fixed, dtype=torch.float64), weight])[: self.drawn]
-            weight = weight.to(self.device).expand(B, -1).reshape(*self.batch_shape, -1)
+            weight = weight.to(self.device).repeat(B, 1).reshape(*self.batch_shape, -1)
         return Draw(masks.reshape(*self.batch_shape, n, F), weight)
 
     # -- internals ------------------------------------------------------------------------
