@@ -26,6 +26,7 @@ __all__ = [
     "format_input_baseline",
     "lime_base_attribute",
     "lime_attribute_kwargs",
+    "select_example",
 ]
 
 #: The Captum releases the tests run against (pyproject.toml bounds captum to the same range).
@@ -48,6 +49,7 @@ try:
     from captum.attr import Lime as CaptumLime
     from captum.attr import LimeBase as CaptumLimeBase
     from captum.attr._utils.attribution import PerturbationAttribution
+    from captum.attr._utils.batching import _select_example as select_example
     from captum.attr._utils.common import _construct_default_feature_mask as construct_default_feature_mask
     from captum.attr._utils.common import _format_input_baseline as format_input_baseline
 except ImportError as _err:

@@ -14,8 +14,19 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, TensorDataset
+
+from .._checks import check_choice
 from ..functional.engine import explain_masks
-from ..functional.sampling import check_generator, check_masks
+from ..functional.sampling import (
+    LIME_SAMPLERS,
+    Draw,
+    bernoulli_masks,
+    captum_kernel_shap_masks,
+    check_generator,
+    check_masks,
+    sample_masks,
+)
 from ..functional.surrogate import SurrogateFit
 from ..models import fit_model
 from ._batched import batched_impl
@@ -54,10 +65,30 @@ class LimeBase(CaptumLimeBase):
     the whole batch, and the surrogate is fitted for every instance and target in one
     batched solve. Otherwise (per-sample callables) it runs Captum's own loop.
 
+    Two random streams:
+
+    - no ``generator`` (the default): the masks come from torch's global random stream as
+      Captum 0.9 draws them: ``perturb_func`` is called sample by sample where it is a
+      per-sample callable (a batched one is called once, with ``generator=None``), and
+      after the draws torchlime takes what Captum's ``interpretable_model.fit(DataLoader)``
+      takes from the stream: the DataLoader iterator's base seed and, for the scikit-learn
+      models torchlime's ``Lasso``/``Ridge``/``LinearRegression`` stand for, an
+      ``nn.Linear(F, 1)`` initialisation (torchlime's models fit on tensors and draw
+      nothing; Captum's own models draw for themselves). So after ``torch.manual_seed(s)``
+      the result and the stream left behind are Captum's, call after call (for a model
+      whose forward draws no random numbers);
+    - ``generator=``: every draw comes from it, batched; the global stream is untouched.
+
     Extra keyword arguments of ``attribute`` (all optional, never passed on to the
     callables):
 
     - ``generator``: a ``torch.Generator`` on the input's device (None: torch's global RNG);
+    - ``sampler``: how masks are drawn on the batched path (see
+      :mod:`torchlime.functional.sampling`): ``"iid"`` (default: ``perturb_func``'s own
+      draws), ``"paired"`` (``perturb_func`` draws the first ``ceil(n/2)`` masks, each
+      followed by its complement ``1 - z``; masks must be binary), ``"sobol"`` (scrambled
+      Sobol masks thresholded at 0.5 over ``num_interp_features`` features, which must
+      then be passed; ``perturb_func`` is not called);
     - ``masks``: ``(n, F)`` or ``(B, n, F)`` masks to use instead of sampling;
     - ``differentiable``: keep the autograd graph from the model outputs to the
       coefficients (needs a model with ``supports_differentiable``);
@@ -138,19 +169,22 @@ class LimeBase(CaptumLimeBase):
             targets per instance; or a :class:`SurrogateFit` with ``return_fit=True``.
         """
         generator = kwargs.pop("generator", None)
+        sampler = check_choice(kwargs.pop("sampler", "iid"), "sampler", self._SAMPLERS)
         masks = kwargs.pop("masks", None)
         differentiable = kwargs.pop("differentiable", False)
         return_fit = kwargs.pop("return_fit", False)
         validate = kwargs.pop("validate", True)
+        if masks is not None and sampler != "iid":
+            raise ValueError(f"expected either masks= or sampler=, got both (sampler={sampler!r})")
         _check_n_samples(n_samples if masks is None else _mask_rows(masks))
         if isinstance(perturbations_per_eval, bool) or not isinstance(perturbations_per_eval, int) or perturbations_per_eval < 1:
             raise ValueError(f"expected perturbations_per_eval >= 1, got {perturbations_per_eval!r}")
         device = _first_tensor(inputs).device
         check_generator(generator, device)
         if not self._fast_path_ok():
-            if masks is not None or differentiable or return_fit:
+            if masks is not None or differentiable or return_fit or sampler != "iid":
                 raise ValueError(
-                    "masks=, differentiable=True and return_fit=True need batched callables "
+                    "masks=, sampler=, differentiable=True and return_fit=True need batched callables "
                     "(see torchlime.batched); got per-sample ones, which run Captum's loop"
                 )
             if generator is not None:
@@ -163,7 +197,7 @@ class LimeBase(CaptumLimeBase):
         with grad:
             fit, multi = self._attribute_batched(
                 inputs, target, additional_forward_args, n_samples, perturbations_per_eval,
-                show_progress, generator, masks, differentiable, validate, kwargs,
+                show_progress, generator, masks, differentiable, validate, kwargs, sampler,
             )
         if return_fit:
             return fit
@@ -171,28 +205,91 @@ class LimeBase(CaptumLimeBase):
 
     # -- the batched engine ----------------------------------------------------------
 
-    def _draw(self, inputs: Any, n_samples: int, generator: Any, masks: Any, kwargs: dict) -> Tensor:
-        """Step 1: all masks at once, ``(n, F)`` or ``(B, n, F)``."""
+    #: The samplers ``attribute(sampler=...)`` accepts.
+    _SAMPLERS: tuple[str, ...] = LIME_SAMPLERS
+
+    def _builtin_kind(self) -> str | None:
+        """``"lime"``/``"kernel_shap"`` when ``perturb_func`` is ``Lime``'s or ``KernelShap``'s own, else None."""
+        return getattr(self.perturb_func, "_torchlime_sampler_kind", None)
+
+    def _examples(self, inputs: Any, kwargs: dict) -> list[tuple[Any, dict]]:
+        """``(inputs, kwargs)`` of every example Captum's loop draws for, in its order."""
+        return [(inputs, kwargs)]
+
+    def _draw(self, inputs: Any, n_samples: int, generator: Any, masks: Any, kwargs: dict, sampler: str = "iid") -> Draw:
+        """Step 1: all masks at once, ``(n, F)`` or ``(B, n, F)``, and importance weights or None."""
         device = _first_tensor(inputs).device
         num_features = kwargs.get("num_interp_features")
+        instances = kwargs.get("num_instances")
         if masks is not None:
-            instances = kwargs.get("num_instances")
             checked = check_masks(masks, num_features, batch_size=instances).to(device)
-            return checked if masks.dim() == 3 or instances is not None else checked[0]
+            return Draw(checked if masks.dim() == 3 or instances is not None else checked[0], None)
+        kind = self._builtin_kind()
+        batch_shape = (instances,) if instances is not None else ()
+        if (kind is not None and (sampler != "iid" or generator is not None)) or sampler == "sobol":
+            if num_features is None:
+                raise ValueError(
+                    f"expected num_interp_features=F among the keyword arguments with sampler={sampler!r} "
+                    f"(the masks are drawn by torchlime, not by perturb_func), got none"
+                )
+            return sample_masks(
+                n_samples, int(num_features), sampler=sampler, kind=kind or "lime", batch_shape=batch_shape,
+                device=device, generator=generator,
+            )
+        wanted = (n_samples + 1) // 2 if sampler == "paired" else n_samples
+        captum_stream = generator is None and sampler == "iid"
         fast = batched_impl(self.perturb_func)
-        if fast is not None:
-            return fast(inputs, n_samples=n_samples, generator=generator, **kwargs)
-        # Per-sample or generator perturb_func: collect its samples, then go on batched.
+        if fast is not None and kind is None:
+            Z = fast(inputs, n_samples=wanted, generator=generator, **kwargs)
+            if captum_stream:
+                self._take_fit_draws(1 if instances is None else instances, Z.shape[-1])
+        else:
+            # One example after another, as Captum's loop: its draws (built-in or perturb_func
+            # per sample), then what its fit draws, then the next example.
+            per_example = []
+            for inp, kw in self._examples(inputs, kwargs):
+                per_example.append(self._example_draws(inp, wanted, kw, kind, device))
+                if captum_stream:
+                    self._take_fit_draws(1, per_example[-1].shape[-1])
+            rows = min(z.shape[0] for z in per_example)
+            Z = torch.stack([z[:rows] for z in per_example]) if instances is not None else per_example[0]
+        if sampler == "paired":
+            Z = torch.stack([Z, 1 - Z], dim=-2).flatten(-3, -2)[..., :n_samples, :]
+            check_masks(Z, num_features, name="masks from perturb_func (sampler='paired' needs binary ones)")
+        return Draw(Z, None)
+
+    def _example_draws(self, inputs: Any, n_samples: int, kwargs: dict, kind: str | None, device: Any) -> Tensor:
+        """``(n, F)`` masks of one example: Captum's built-in draws, or ``perturb_func`` per sample."""
+        if kind == "lime":  # Captum: a Bernoulli(0.5) (1, F) on the CPU per sample; one (n, F) call draws the same
+            return bernoulli_masks(n_samples, int(kwargs["num_interp_features"]), device="cpu").to(device)
+        if kind == "kernel_shap":
+            return captum_kernel_shap_masks(n_samples, int(kwargs["num_interp_features"]), device=device)
         rows = list(_per_sample(self.perturb_func, inputs, n_samples, kwargs))
         if len(rows) < n_samples:
-            warnings.warn("Generator completed prior to given n_samples iterations!", stacklevel=3)
+            warnings.warn("Generator completed prior to given n_samples iterations!", stacklevel=4)
         return torch.cat([r.reshape(1, -1) for r in rows]).to(device)
+
+    def _take_fit_draws(self, examples: int, num_features: int) -> None:
+        """Take from torch's global stream what Captum's fits of ``examples`` examples take.
+
+        Captum fits the interpretable model once per example on a ``DataLoader``: creating
+        its iterator draws one number (the base seed), and Captum's scikit-learn models
+        (``SkLearnLasso``, ``SkLearnRidge``, ``SkLearnLinearRegression``) then build an
+        ``nn.Linear(F, 1)``, whose initialisation draws F + 1 more. torchlime's models stand
+        for those and are fitted on tensors, so the same draws are made here, with the same
+        calls. Any other model is fitted through a DataLoader
+        (:func:`torchlime.models.fit_model`) and draws for itself.
+        """
+        if hasattr(self.interpretable_model, "fit_tensors"):
+            for _ in range(examples):
+                iter(DataLoader(_NO_DATA))
+                torch.nn.Linear(num_features, 1)
 
     def _attribute_batched(
         self, inputs, target, additional_forward_args, n_samples, perturbations_per_eval,
-        show_progress, generator, masks, differentiable, validate, kwargs,
+        show_progress, generator, masks, differentiable, validate, kwargs, sampler="iid",
     ) -> tuple[SurrogateFit, bool]:
-        Z = self._draw(inputs, n_samples, generator, masks, kwargs)
+        Z, importance = self._draw(inputs, n_samples, generator, masks, kwargs, sampler)
         single = Z.dim() == 2
         Z3 = Z.unsqueeze(0) if single else Z
         if Z3.dim() != 3:
@@ -208,10 +305,19 @@ class LimeBase(CaptumLimeBase):
             args = expand_forward_args(additional_forward_args, zc.shape[1])
             return (*(model_in if isinstance(model_in, tuple) else (model_in,)), *(args or ()))
 
+        done = [0]
+
         def chunk_weight(zc: Tensor, _: Any) -> Tensor:
-            return self._weights(inputs, last["model_in"], zc[0] if single else zc, kwargs)
+            w = self._weights(inputs, last["model_in"], zc[0] if single else zc, kwargs)
+            if importance is not None:  # the sampler's importance weights of this chunk's rows
+                c = zc.shape[1]
+                w = w.reshape(B, c) * importance.reshape(B, n)[:, done[0] : done[0] + c].to(w.device)
+                done[0] += c
+            return w
 
         sample_weight = self._weights_from_masks(Z3)  # (B, n), or None: computed per chunk
+        if sample_weight is not None and importance is not None:
+            sample_weight = sample_weight * importance.reshape(B, n).to(sample_weight.device)
         progress = _progress(show_progress, math.ceil(n / perturbations_per_eval), self._progress_name())
         try:
             result = explain_masks(
@@ -226,8 +332,8 @@ class LimeBase(CaptumLimeBase):
         return result.fit, result.target.multi
 
     def _progress_name(self) -> str:
-        """The progress bar's label before " attribution" (Captum's wording)."""
-        return type(self).__name__
+        """The progress bar's label before " attribution": Captum's ``get_name()`` ("Lime Base")."""
+        return self.get_name()
 
     def _weights_from_masks(self, masks: Tensor) -> Tensor | None:
         """Kernel weights ``(B, n)`` of all samples at once where they need no model input."""
@@ -236,6 +342,10 @@ class LimeBase(CaptumLimeBase):
     def _weights(self, inputs: Any, model_in: Any, masks: Tensor, kwargs: dict) -> Tensor:
         """Step 3 for one chunk: kernel weights of its samples."""
         return batched_impl(self.similarity_func)(inputs, model_in, masks, **kwargs)
+
+
+#: A dataset for the DataLoader iterators that stand in for Captum's fits (see ``_take_fit_draws``).
+_NO_DATA = TensorDataset(torch.zeros(0))
 
 
 def _check_n_samples(n_samples: Any) -> None:

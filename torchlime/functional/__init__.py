@@ -31,12 +31,31 @@ from .kernels import (
     pairwise_distance,
     shapley_kernel,
 )
-from .sampling import bernoulli_masks, check_generator, check_masks, kernel_shap_masks
+from .sampling import (
+    LIME_SAMPLERS,
+    SAMPLERS,
+    Draw,
+    MaskSampler,
+    bernoulli_masks,
+    captum_kernel_shap_masks,
+    check_generator,
+    check_masks,
+    kernel_shap_masks,
+    sample_masks,
+    shapley_size_mass,
+)
 from .segments import compose_segments, even_boundaries, segment_feature_names
 from .selection import FEATURE_SELECTION_MODES, FeatureSelection, lime_fit, select_features
 from .surrogate import Moments, SurrogateFit, lasso, linear_regression, ridge, weighted_moments, weighted_r2
 
 __all__ = [
+    "SAMPLERS",
+    "LIME_SAMPLERS",
+    "Draw",
+    "MaskSampler",
+    "sample_masks",
+    "captum_kernel_shap_masks",
+    "shapley_size_mass",
     "bernoulli_masks",
     "kernel_shap_masks",
     "check_masks",
