@@ -42,7 +42,7 @@ def test_paired_masks_count_a_pair_as_one_draw(draws):
     y, w = model(X), kernel(X)
     fit = linear_regression(X, y, w)
     spread = fit.coef.std(0)
-    paired = sandwich_stderr(X, y, w, fit.coef, fit.intercept, cluster_size=2)
+    paired = sandwich_stderr(X, y, w, fit.coef, fit.intercept, cluster=torch.arange(N) // 2)
     torch.testing.assert_close(paired.mean(0), spread, rtol=0.12, atol=0)
     naive = sandwich_stderr(X, y, w, fit.coef, fit.intercept)
     assert (naive.mean(0) > 1.3 * spread).all()  # pairs are not independent rows
@@ -54,7 +54,7 @@ def test_fixed_rows_and_inactive_features(draws):
     fit = linear_regression(X, y, w)
     se = sandwich_stderr(X, y, w, fit.coef, fit.intercept)
     # Rows enumerated exactly carry no sampling variance: fixing them all gives 0.
-    assert (sandwich_stderr(X, y, w, fit.coef, fit.intercept, fixed=torch.ones(3, N, dtype=torch.bool)) == 0).all()
+    assert (sandwich_stderr(X, y, w, fit.coef, fit.intercept, cluster=torch.full((N,), -1)) == 0).all()
     active = torch.tensor([True, True, False, True, False]).expand(3, 1, F)
     masked = sandwich_stderr(X, y, w, fit.coef, fit.intercept, active=active)
     assert (masked[..., ~active[0, 0]] == 0).all() and (masked[..., active[0, 0]] > 0).all()
@@ -76,7 +76,34 @@ def test_batch_equals_loop(draws):
 
 def test_errors():
     X = torch.ones(10, 3)
-    with pytest.raises(ValueError, match=r"expected n = 10 samples in whole clusters of 3, got a remainder"):
-        sandwich_stderr(X, torch.ones(10, 1), torch.ones(10), torch.ones(1, 3), torch.ones(1), cluster_size=3)
+    with pytest.raises(ValueError, match=r"expected cluster ids of shape \(10,\) \(one per sample\), got shape \(9,\)"):
+        sandwich_stderr(X, torch.ones(10, 1), torch.ones(10), torch.ones(1, 3), torch.ones(1), cluster=torch.arange(9))
     with pytest.raises(ValueError, match=r"expected X \(\.\.\., n, F\), y \(\.\.\., n, K\) and coef \(\.\.\., K, F\) to match"):
         sandwich_stderr(X, torch.ones(9, 1), torch.ones(10), torch.ones(1, 3), torch.ones(1))
+
+
+def test_chunks_never_split_a_draw(draws):
+    half = draws[:2, : N // 2]
+    X = torch.stack([half, 1 - half], 2).reshape(2, N, F)
+    y, w = model(X), kernel(X)
+    fit = linear_regression(X, y, w)
+    cluster = torch.arange(N) // 2
+    cluster[:3] = -1  # a fixed head: the first pair's mask, the whole first pair and half the second
+    whole = sandwich_stderr(X, y, w, fit.coef, fit.intercept, cluster=cluster)
+    for chunk in (1, 2, 7, 33):
+        torch.testing.assert_close(sandwich_stderr(X, y, w, fit.coef, fit.intercept, cluster=cluster, chunk=chunk), whole)
+
+
+def test_sampler_clusters_give_the_right_spread():
+    """Paired masks from the sampler, their cluster ids, and the spread over 300 seeds."""
+    from torchlime.functional import MaskSampler
+
+    coefs, ses = [], []
+    for seed in range(300):
+        s = MaskSampler("paired", F, first_row_ones=True, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+        X = s.draw(N).masks
+        y, w = model(X), kernel(X)
+        fit = linear_regression(X, y, w)
+        coefs.append(fit.coef)
+        ses.append(sandwich_stderr(X, y, w, fit.coef, fit.intercept, cluster=s.clusters))
+    torch.testing.assert_close(torch.stack(ses).mean(0), torch.stack(coefs).std(0), rtol=0.15, atol=0)

@@ -377,6 +377,8 @@ class MaskSampler:
         else:
             self._fixed = (2 if sampler == "paired" else 1) if self.first_row_ones else 0
         self.drawn = 0
+        self._clusters: list[Tensor] = []
+        self._next_cluster = 0
         F = self.num_features
         if sampler == "sobol":
             dim = F + 1 if kind == "kernel_shap" else F
@@ -393,6 +395,34 @@ class MaskSampler:
             self._hybrid: _Hybrid | None = None  # planned at the first draw, from its size
 
     # -- public ---------------------------------------------------------------------------
+
+    @property
+    def clusters(self) -> Tensor:
+        """``(N,)`` long: which independent draw each row drawn so far belongs to.
+
+        -1 for rows that are not random (the fixed head, enumerated coalitions); a mask
+        and its complement share an id ("paired", and the pairs of "leverage" and
+        "hybrid"); every other row has its own. Standard errors count draws, not rows
+        (:func:`torchlime.functional.uncertainty.sandwich_stderr`).
+        """
+        if not self._clusters:
+            return torch.zeros(0, dtype=torch.long)
+        return torch.cat(self._clusters)
+
+    def _record(self, fixed: int, r: int, exact: int = 0) -> None:
+        """Cluster ids of a draw: ``fixed`` head rows, ``exact`` enumerated rows, ``r`` random."""
+        ids = [torch.full((fixed + exact,), -1, dtype=torch.long)]
+        random = r - exact
+        if self.sampler in ("paired", "hybrid"):
+            ids.append(self._next_cluster + torch.arange(random) // 2)
+            self._next_cluster += (random + 1) // 2
+        elif self.sampler == "leverage":  # pairs continue across rounds
+            start = self.drawn + fixed - self._fixed
+            ids.append((start + torch.arange(random)) // 2)
+        else:
+            ids.append(self._next_cluster + torch.arange(random))
+            self._next_cluster += random
+        self._clusters.append(torch.cat(ids))
 
     @property
     def remaining(self) -> int | None:
@@ -439,6 +469,7 @@ class MaskSampler:
                 body = _bernoulli((B, n, F), 0.5, self.device, self.dtype, self.generator)
                 if fixed:
                     body[:, :fixed] = rows
+                self._record(fixed, n - fixed)
                 self.drawn += n
                 return Draw(body.reshape(*self.batch_shape, n, F), None)
             body = self._base(B * r).reshape(B, r, F)
@@ -453,7 +484,11 @@ class MaskSampler:
         else:
             if self._hybrid is None:
                 self._hybrid = _Hybrid(F, n)
+            before = self._hybrid.sampled
             body, weight = self._hybrid.draw(self.drawn + fixed, r, self)
+            self._record(fixed, r, exact=r - (self._hybrid.sampled - before))
+        if self.sampler != "hybrid":
+            self._record(fixed, r)
         masks = torch.cat([rows.expand(B, fixed, F), body], dim=1) if fixed else body
         self.drawn += n
         if weight is not None:

@@ -38,8 +38,7 @@ def sandwich_stderr(
     alpha: float = 0.0,
     fit_intercept: bool = True,
     active: Tensor | None = None,
-    cluster_size: int = 1,
-    fixed: Tensor | None = None,
+    cluster: Tensor | None = None,
     chunk: int = 8192,
 ) -> Tensor:
     """Standard errors of weighted (ridge) least-squares coefficients over redraws of the masks.
@@ -55,16 +54,18 @@ def sandwich_stderr(
         fit_intercept: whether the fit centred X and y.
         active: ``(..., K, F)`` bool, the features the fit estimated (a feature selection's
             or a lasso's support); the others get standard error 0.
-        cluster_size: consecutive rows drawn together (2 for paired masks: a mask and its
-            complement); the variance comes from whole clusters.
-        fixed: ``(..., n)`` bool, rows that were enumerated, not drawn (no variance).
+        cluster: ``(n,)`` long, the independent draw each row belongs to (rows of one draw
+            consecutive: a mask and its complement for paired masks), -1 for rows that
+            were not drawn at random (a fixed first row, enumerated coalitions: no
+            variance); None: every row is its own draw. A sampler's
+            :attr:`~torchlime.functional.MaskSampler.clusters`.
         chunk: rows handled at a time (memory stays O(chunk F + F^2) per instance and target).
 
     Returns:
         ``(..., K, F)`` standard errors, in the dtype of ``coef``.
 
     Raises:
-        ValueError: shapes that do not fit together, or ``n`` not a multiple of ``cluster_size``.
+        ValueError: shapes that do not fit together, or a cluster of other shape than ``(n,)``.
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -82,15 +83,12 @@ def sandwich_stderr(
             f"{tuple(y.shape)} and {tuple(coef.shape)}"
         )
     n, F = X.shape[-2:]
-    if cluster_size < 1 or n % cluster_size:
-        raise ValueError(f"expected n = {n} samples in whole clusters of {cluster_size}, got a remainder")
+    if cluster is not None and (cluster.dim() != 1 or cluster.shape[0] != n):
+        raise ValueError(f"expected cluster ids of shape ({n},) (one per sample), got shape {tuple(cluster.shape)}")
     dtype = coef.dtype
     f64 = torch.float64
     w = sample_weight.to(f64)
-    if fixed is not None:
-        drawn = ~fixed.to(torch.bool)
-    else:
-        drawn = None
+    ids = cluster.to(X.device, torch.long) if cluster is not None else torch.arange(n, device=X.device)
     wsum = w.sum(-1).clamp_min(torch.finfo(f64).tiny)
     x_mean = (w.unsqueeze(-2) @ X.to(f64)).squeeze(-2) / wsum.unsqueeze(-1) if fit_intercept else None
     b = coef.to(f64)
@@ -117,27 +115,27 @@ def sandwich_stderr(
     chol, _ = torch.linalg.cholesky_ex(system + (1e-10 * scale)[..., None, None] * eye)
     var = torch.zeros(*lead, K, F, dtype=f64, device=X.device)
     draws = torch.zeros(lead, dtype=f64, device=X.device)
-    step = max(cluster_size, chunk - chunk % cluster_size)
-    for start in range(0, n, step):
-        xs = X[..., start : start + step, :].to(f64)
-        ys = y[..., start : start + step, :].to(f64)
-        ws = w[..., start : start + step]
+    for start, end in _chunks(ids, chunk):
+        xs = X[..., start:end, :].to(f64)
+        ys = y[..., start:end, :].to(f64)
+        ws = w[..., start:end]
         resid = ys - (xs @ b.transpose(-1, -2) + b0.unsqueeze(-2))  # (..., c, K)
         if x_mean is not None:
             xs = xs - x_mean.unsqueeze(-2)
         score = (ws.unsqueeze(-1) * resid).transpose(-1, -2).unsqueeze(-1) * xs.unsqueeze(-3)  # (..., K, c, F)
-        keep = ws > 0
-        if drawn is not None:
-            d = drawn[..., start : start + step]
-            score = score * d.to(f64).unsqueeze(-2).unsqueeze(-1)
-            keep = keep & d
         if act is not None:
             score = score * act.to(f64).unsqueeze(-2)
-        c = score.shape[-2]
-        clusters = score.reshape(*score.shape[:-2], c // cluster_size, cluster_size, F).sum(-2)  # (..., K, m, F)
-        solved = _chol_solve(chol, clusters.transpose(-1, -2))  # (..., K, F, m)
+        drawn = ids[start:end] >= 0
+        local = torch.unique_consecutive(ids[start:end].clamp_min(-1), return_inverse=True)[1]
+        m = int(local.max()) + 1 if local.numel() else 0
+        # Sum the rows of one draw (fixed rows go to a draw that is dropped).
+        index = torch.where(drawn, local, torch.full_like(local, m))
+        sums = score.new_zeros(*score.shape[:-2], m + 1, F).index_add_(-2, index, score)[..., :m, :]
+        solved = _chol_solve(chol, sums.transpose(-1, -2))  # (..., K, F, m)
         var = var + solved.pow(2).sum(-1)
-        draws = draws + keep.reshape(*keep.shape[:-1], c // cluster_size, cluster_size).any(-1).to(f64).sum(-1)
+        weighted = (ws > 0) & drawn
+        per_draw = weighted.to(f64).new_zeros(*weighted.shape[:-1], m + 1).index_add_(-1, index, weighted.to(f64))
+        draws = draws + (per_draw[..., :m] > 0).to(f64).sum(-1)
     p = act.to(f64).sum(-1) if act is not None else torch.full((*lead, K), float(F), dtype=f64, device=X.device)
     dof = (draws.unsqueeze(-1) - p - float(fit_intercept)).clamp_min(1.0)
     var = var * (draws.unsqueeze(-1) / dof).unsqueeze(-1)
@@ -145,6 +143,23 @@ def sandwich_stderr(
     if act is not None:
         se = torch.where(act, se, torch.zeros_like(se))
     return se.to(dtype)
+
+
+def _chunks(ids: Tensor, chunk: int) -> list[tuple[int, int]]:
+    """Row ranges of about ``chunk`` rows that never split a draw (ids are consecutive per draw)."""
+    n = ids.shape[0]
+    bounds = []
+    start = 0
+    cut = ids[1:] != ids[:-1]  # a new draw starts after row i
+    starts = set((cut.nonzero().flatten() + 1).tolist()) | {0, n}
+    ordered = sorted(starts)
+    while start < n:
+        target = min(start + max(chunk, 1), n)
+        # the first draw boundary at or after the target
+        end = next(e for e in ordered if e >= target)
+        bounds.append((start, end))
+        start = end
+    return bounds
 
 
 def _chol_solve(chol: Tensor, rhs: Tensor) -> Tensor:
