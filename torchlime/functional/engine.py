@@ -619,8 +619,8 @@ def budget_met(fit: SurrogateFit, budget: Budget) -> Tensor:
 def explain_auto(
     forward_func: Callable[..., Any],
     transform_for: Callable[[list[int]], Callable[[Tensor], Any]],
-    draw: Callable[[int], tuple[Tensor, Tensor | None]],
-    fit: Callable[[Tensor, Tensor, Tensor], SurrogateFit],
+    draw: Callable[[int], tuple[Tensor, Tensor | None, Tensor | None]],
+    fit: Callable[[Tensor, Tensor, Tensor, list[int], Tensor | None], SurrogateFit],
     *,
     sample_weight: Callable[[Tensor, list[int]], Tensor],
     budget: Budget = Budget(),
@@ -634,21 +634,23 @@ def explain_auto(
 ) -> Explained:
     """The LIME loop with an automatic budget: sample in rounds until each instance is sure enough.
 
-    Each round draws ``perturbations_per_eval`` more masks for every instance that has not
-    stopped, runs the model on those instances only, refits them, and stops each one on
-    its own (see :class:`Budget`). The result is one batched fit over every instance's
-    own samples (rows an instance did not use get weight 0, which a weighted fit
-    ignores), with ``fit.n_samples`` ``(B,)`` the samples each instance used.
+    Each round draws ``perturbations_per_eval`` more masks for every instance, runs the
+    model on the instances that have not stopped only, refits them, and stops each one on
+    its own (see :class:`Budget`). The result is one batched fit over every instance's own
+    samples (rows an instance did not use get weight 0, which a weighted fit ignores), with
+    ``fit.n_samples`` ``(B,)`` the samples each instance used.
 
     Args:
         forward_func: the model (see :func:`model_outputs`).
         transform_for: ``transform_for(instances)`` returns the transform (masks
             ``(B', c, F)`` -> model inputs) of those instances only, in that order.
-        draw: ``draw(n)`` returns ``(masks (B, n, F), sample_weight (B, n) or None)``, the next
-            n masks of every instance (a sampler continuing its design), with the regression
-            weights the sampler needs (None: the kernel's alone).
-        fit: ``fit(X (B', n, F), y (B', n, K), sample_weight (B', n)) -> SurrogateFit`` with
-            standard errors.
+        draw: ``draw(n)`` returns ``(masks (B, n, F), importance, cluster)``: the next n masks
+            of every instance (a sampler continuing its design); the sampler's importance
+            weights ``(B, N)`` of ALL N rows drawn so far (they supersede earlier ones), or
+            None; and the cluster ids ``(N,)`` of all rows so far (see
+            :func:`~torchlime.functional.uncertainty.sandwich_stderr`), or None.
+        fit: ``fit(X (B', N, F), y (B', N, K), sample_weight (B', N), instances, cluster)``
+            returns a SurrogateFit with standard errors.
         sample_weight: ``sample_weight(masks (B', n, F), instances)`` the kernel weights.
         budget: when to stop.
         target: see :func:`parse_target`; parsed once, on the first round.
@@ -667,23 +669,25 @@ def explain_auto(
         ValueError: bad budget values, and the errors of :func:`explain_masks`.
     """
     if not (budget.tol >= 0 and budget.atol >= 0 and budget.z > 0):
-        raise ValueError(f"expected tol >= 0, atol >= 0 and z > 0, got {budget}")
+        raise ValueError(f"expected tol >= 0, atol >= 0 and z > 0, got tol={budget.tol}, atol={budget.atol}, z={budget.z}")
+    if budget.max_samples < 2:
+        raise ValueError(f"expected max_samples >= 2, got {budget.max_samples}")
     Xs: list[Tensor] = []
     Ys: list[Tensor] = []
-    Ws: list[Tensor] = []
-    used = None
+    Ks: list[Tensor] = []
+    importance = cluster = None
+    used = torch.zeros(0, dtype=torch.long)
     live: list[int] | None = None
     parsed = first = None
-    result = None
+    min_samples = budget.min_samples
     while live is None or live:
-        masks, extra = draw(perturbations_per_eval)
+        masks, importance, cluster = draw(perturbations_per_eval)
         B, r, F = masks.shape
         if live is None:
             live = list(range(B))
             used = torch.zeros(B, dtype=torch.long)
-            min_samples = budget.min_samples if budget.min_samples is not None else max(32, 4 * (F + 1))
-            if budget.max_samples < 2 or budget.max_samples < min(min_samples, budget.max_samples):
-                raise ValueError(f"expected max_samples >= 2, got {budget.max_samples}")
+            if min_samples is None:
+                min_samples = max(32, 4 * (F + 1))
         idx = torch.tensor(live, device=masks.device)
         sub = masks.index_select(0, idx)
         wanted = target if parsed is None else parsed.index.index_select(0, idx.to(parsed.index.device))
@@ -693,27 +697,30 @@ def explain_auto(
         )
         if parsed is None:
             parsed, first = run.target, run.first
-        w_sub = sample_weight(sub, live)
-        if extra is not None:
-            w_sub = w_sub * extra.index_select(0, idx).to(w_sub.dtype)
+        with record_function("torchlime.kernel"):
+            k_sub = sample_weight(sub, live)
+        labels = [names[b] if names is not None else f"instance {b}" for b in live]
         if validate:
-            check_outputs(run.outputs, [names[b] for b in live] if names is not None else [f"instance {b}" for b in live])
-            check_sample_weight(w_sub, [names[b] for b in live] if names is not None else [f"instance {b}" for b in live])
+            check_outputs(run.outputs, labels)
         K = run.outputs.shape[-1]
-        Y = run.outputs.new_zeros(B, r, K).index_copy_(0, idx, run.outputs)
-        W = w_sub.new_zeros(B, r).index_copy_(0, idx, w_sub)
-        Xs.append(masks.to(Y.dtype))
-        Ys.append(Y)
-        Ws.append(W)
+        Xs.append(masks.to(run.outputs.dtype))
+        Ys.append(run.outputs.new_zeros(B, r, K).index_copy_(0, idx, run.outputs))
+        Ks.append(k_sub.new_zeros(B, r).index_copy_(0, idx, k_sub))  # 0: rows an instance did not use
         used[live] += r
-        X_all, Y_all, W_all = torch.cat(Xs, 1), torch.cat(Ys, 1), torch.cat(Ws, 1)
+        X_all, Y_all = torch.cat(Xs, 1), torch.cat(Ys, 1)
+        W_all = torch.cat(Ks, 1)
+        if importance is not None:
+            W_all = W_all * importance.to(W_all.device, W_all.dtype)
+        W_live = W_all.index_select(0, idx)
+        if validate:
+            check_sample_weight(W_live, labels)
         with record_function("torchlime.fit"):
-            result = fit(X_all.index_select(0, idx), Y_all.index_select(0, idx), W_all.index_select(0, idx))
+            result = fit(X_all.index_select(0, idx), Y_all.index_select(0, idx), W_live, live, cluster)
         done = budget_met(result, budget).tolist()
         live = [b for b, ok in zip(live, done)
                 if not ((ok and int(used[b]) >= min_samples) or int(used[b]) + r > budget.max_samples)]
     with record_function("torchlime.fit"):
-        result = fit(X_all, Y_all, W_all)
+        result = fit(X_all, Y_all, W_all, list(range(B)), cluster)
     result = result._replace(n_samples=used.to(result.coef.device))
     if not parsed.multi:
         result = type(result)(*(_drop_k(v) if name != "n_samples" else v for name, v in zip(result._fields, result)))

@@ -95,6 +95,50 @@ class TorchLinearModel(Model):
     def _fit_active(self, X, y, w, differentiable, sync_free, active) -> S.SurrogateFit:
         return self._fit(X, y, w, differentiable, sync_free)
 
+    #: the ridge penalty of the final solve (what the standard errors' bread adds to X^T W X)
+    _stderr_alpha = 0.0
+
+    def _estimated(self, fit: S.SurrogateFit) -> Tensor | None:
+        """``(..., K, F)`` bool, the features the fit estimated (None: all of them)."""
+        return None
+
+    def stderr(
+        self, X: Tensor, y: Tensor, sample_weight: Tensor | None, fit: S.SurrogateFit, *, cluster: Tensor | None = None,
+        active: Tensor | None = None,
+    ) -> Tensor:
+        """Standard errors of ``fit``'s coefficients over redraws of the masks.
+
+        The sandwich estimate of :func:`torchlime.functional.uncertainty.sandwich_stderr`
+        for this model's final solve: ridge with its alpha, least squares, a lasso on its
+        support, lime's ridge on the selected features (conditional on the selection: the
+        selection's own variability is not counted). Features the fit did not estimate get 0.
+
+        Args:
+            X: ``(..., n, F)``.
+            y: ``(..., n, K)`` or ``(..., n)``.
+            sample_weight: ``(..., n)`` or None.
+            fit: what :meth:`fit_tensors` returned for these data.
+            cluster: ``(n,)`` the independent draw of each row (see the sampler's ``clusters``).
+            active: ``(..., F)`` bool, the features each instance has.
+
+        Returns:
+            Standard errors of the shape of ``fit.coef``.
+        """
+        from ..functional.uncertainty import sandwich_stderr
+
+        single = fit.coef.dim() == y.dim() - 1 and y.dim() == X.dim() - 1
+        y3 = y.unsqueeze(-1) if y.dim() == X.dim() - 1 else y
+        coef = fit.coef.unsqueeze(-2) if single else fit.coef
+        intercept = fit.intercept.unsqueeze(-1) if single else fit.intercept
+        w = sample_weight if sample_weight is not None else torch.ones(X.shape[:-1], device=X.device)
+        estimated = self._estimated(fit._replace(coef=coef))
+        if active is not None:
+            act = active.to(torch.bool).unsqueeze(-2).expand_as(coef)
+            estimated = act if estimated is None else estimated & act
+        se = sandwich_stderr(X, y3, w, coef, intercept, alpha=float(self._stderr_alpha),
+                             fit_intercept=bool(getattr(self, "fit_intercept", True)), active=estimated, cluster=cluster)
+        return se.squeeze(-2) if single else se
+
     def fit(self, train_data: DataLoader, **kwargs: Any) -> dict[str, float]:
         """Fit on all batches of a DataLoader of ``(x, y)`` or ``(x, y, w)``, as Captum does.
 
@@ -163,6 +207,10 @@ class Ridge(TorchLinearModel):
         self.alpha = alpha
         self.fit_intercept = fit_intercept
 
+    @property
+    def _stderr_alpha(self) -> float:
+        return self.alpha
+
     def _fit(self, X, y, w, differentiable, sync_free):
         if self.alpha == 0:  # the minimum-norm least squares: the linear regression's solve
             return S.linear_regression(X, y, w, fit_intercept=self.fit_intercept, sync_free=sync_free)
@@ -227,6 +275,9 @@ class Lasso(TorchLinearModel):
         self.max_iter = max_iter
         self.tol = tol
 
+    def _estimated(self, fit):
+        return fit.coef != 0  # the support; the lasso's KKT system there is least squares
+
     def _fit(self, X, y, w, differentiable, sync_free):
         return S.lasso(
             X, y, w, alpha=self.alpha, fit_intercept=self.fit_intercept, max_iter=self.max_iter, tol=self.tol,
@@ -271,6 +322,13 @@ class LimeSurrogate(TorchLinearModel):
         self.feature_selection = feature_selection
         self.alpha = alpha
         self.last_selection = None
+
+    @property
+    def _stderr_alpha(self) -> float:
+        return self.alpha
+
+    def _estimated(self, fit):
+        return None if fit.selection is None else fit.selection.selected.reshape(fit.coef.shape).to(torch.bool)
 
     def _fit_active(self, X, y, w, differentiable, sync_free, active):
         from ..functional.selection import lime_fit
@@ -322,6 +380,8 @@ def fit_model(
     differentiable: bool = False,
     sync_free: bool = False,
     active: Tensor | None = None,
+    stderr: bool = False,
+    cluster: Tensor | None = None,
 ) -> S.SurrogateFit:
     """Fit any interpretable model on ``(B, n, F)`` masks: the one dispatch of every explainer.
 
@@ -337,6 +397,9 @@ def fit_model(
         differentiable: keep the autograd graph from ``y`` to the coefficients.
         sync_free: no host synchronisation (torchlime's models only).
         active: ``(B, F)`` bool, the features each instance has (torchlime's models only).
+        stderr: also compute the coefficients' standard errors (``fit.stderr``; torchlime's
+            models only, None for others).
+        cluster: ``(n,)`` the independent draw of each row, for the standard errors.
 
     Returns:
         :class:`torchlime.functional.SurrogateFit` with coefficients ``(B, K, F)``.
@@ -351,7 +414,10 @@ def fit_model(
         tensor([[[ 2., -1.]]])
     """
     if hasattr(model, "fit_tensors"):
-        return model.fit_tensors(X, y, sample_weight, differentiable, sync_free=sync_free, active=active)
+        fit = model.fit_tensors(X, y, sample_weight, differentiable, sync_free=sync_free, active=active)
+        if stderr and hasattr(model, "stderr"):
+            fit = fit._replace(stderr=model.stderr(X, y, sample_weight, fit, cluster=cluster, active=active).detach())
+        return fit
     if differentiable:
         check_differentiable(model)
     if sync_free or active is not None:

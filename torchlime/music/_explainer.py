@@ -15,10 +15,18 @@ from torch import Tensor
 
 from .._buffers import chunk_buffer
 from .._checks import check_choice, check_int
-from ..functional.engine import default_memory_budget, explain_masks, model_outputs, rows_output, rows_per_chunk
+from ..functional.engine import (
+    Budget,
+    default_memory_budget,
+    explain_auto,
+    explain_masks,
+    model_outputs,
+    rows_output,
+    rows_per_chunk,
+)
 from ..functional.kernels import mask_kernel_weights
-from ..functional.sampling import bernoulli_masks, check_masks
-from ..models import LimeSurrogate
+from ..functional.sampling import LIME_SAMPLERS, MaskSampler, check_masks
+from ..models import LimeSurrogate, fit_model
 from ._explanation import Explanation
 from ._stems import StemFactorization
 
@@ -35,8 +43,10 @@ class _Song(NamedTuple):
     info: dict | None
     Fa: int  # audio features explained (0 with modality="lyrics")
     Fl: int  # lyric features explained (0 with modality="audio" or no lyrics)
-    Z: Tensor
+    Z: Tensor | None  # (n, F), or None with n_samples="auto" (drawn in rounds)
     seed: int | None  # initial seed of the generator its masks came from
+    sampler: Any = None  # the song's MaskSampler (None with explicit masks)
+    cluster: Tensor | None = None  # (n,) the independent draw of each row (None: every row)
 
     @property
     def F(self) -> int:
@@ -182,6 +192,9 @@ class MusicLime:
         song_info: dict | Sequence[dict] | None = None,
         songs_per_batch: int = 1,
         memory_budget: int | None = None,
+        sampler: str = "iid",
+        tol: float = 0.05,
+        max_samples: int = 10_000,
         **deprecated: Any,
     ) -> Explanation | list[Explanation]:
         """Explain one song, or several (lists of factorizations, one explanation each).
@@ -193,7 +206,10 @@ class MusicLime:
             target: the class indices to explain (for every song; lime's and MusicLIME's
                 ``labels``, default class 1), "all" classes, or "predicted" (each song's
                 predicted class; may be listed with indices: ``["predicted", 0]``).
-            n_samples: perturbations per song (>= 2).
+            n_samples: perturbations per song (>= 2), or "auto": sample in rounds of
+                ``perturbations_per_eval`` until every standard error of the song's weights
+                is at most ``tol`` times its largest |weight| (or ``max_samples``); each
+                song stops on its own and its explanation records how many it used.
             modality: "both", "audio" (lyrics fixed on) or "lyrics" (audio fixed on).
             num_features: features kept by the feature selection.
             feature_selection: lime's modes ("auto": forward selection up to 6 features,
@@ -216,6 +232,12 @@ class MusicLime:
                 of the free memory); a call gets fewer than ``perturbations_per_eval``
                 samples per song when they would not fit (a 2-hour song), which changes
                 nothing in the results. The metadata records the samples per call used.
+            sampler: how masks are drawn: "iid" (Bernoulli(0.5), MusicLIME's), "paired" (each
+                mask with its complement: lower error for the same number of model calls) or
+                "sobol" (scrambled quasi-random). Row 0 is the unperturbed song either way.
+            tol: with ``n_samples="auto"``, the target standard error relative to the
+                largest |weight| of each explained label.
+            max_samples: with ``n_samples="auto"``, the most samples per song.
             **deprecated: ``targets`` and ``batch_size``, the old names of ``target`` and
                 ``perturbations_per_eval`` (they warn, and go in the next release).
 
@@ -238,6 +260,20 @@ class MusicLime:
         infos = list(song_info) if isinstance(song_info, (list, tuple)) else [song_info] * len(audios)
         targets = _song_targets(target)
         check_int(songs_per_batch, "songs_per_batch", 1)
+        check_choice(sampler, "sampler", LIME_SAMPLERS)
+        auto = isinstance(n_samples, str)
+        if auto:
+            if n_samples != "auto":
+                raise ValueError(f"expected n_samples as an integer >= 2 or 'auto', got {n_samples!r}")
+            if masks is not None:
+                raise ValueError("expected either masks= or n_samples='auto', got both")
+            check_int(max_samples, "max_samples", 2)
+            if not tol >= 0:
+                raise ValueError(f"expected tol >= 0, got {tol}")
+        else:
+            check_int(n_samples, "n_samples", 2)
+        if masks is not None and sampler != "iid":
+            raise ValueError(f"expected either masks= or sampler=, got both (sampler={sampler!r})")
         check_int(perturbations_per_eval, "perturbations_per_eval", 1)
         if memory_budget is not None:
             check_int(memory_budget, "memory_budget", 1)
@@ -249,19 +285,21 @@ class MusicLime:
         songs = []
         for b, (a, l, info, g) in enumerate(zip(audios, lyricses, infos, generators)):
             song_masks = masks[b] if masks is not None and masks.dim() == 3 else masks
-            songs.append(self._prepare(a, l, info, modality, n_samples, song_masks, g))
+            songs.append(self._prepare(a, l, info, modality, n_samples, song_masks, g, sampler_name=sampler))
         out: list[Explanation | None] = [None] * len(songs)
         for group in _groups(songs, songs_per_batch):
             explained = self._explain_group([songs[b] for b in group], targets, modality, num_features,
                                             feature_selection, perturbations_per_eval, show_progress,
-                                            masks is not None, memory_budget)
+                                            masks is not None, memory_budget,
+                                            Budget(tol=tol, max_samples=max_samples) if auto else None, sampler)
             for b, exp in zip(group, explained):
                 out[b] = exp
         return out if many else out[0]
 
     # -- songs --------------------------------------------------------------------------------
 
-    def _prepare(self, audio, lyrics, info, modality, n_samples, masks, generator, draw=True) -> _Song:
+    def _prepare(self, audio, lyrics, info, modality, n_samples, masks, generator, draw=True,
+                 sampler_name="iid") -> _Song:
         """Check one song and draw its masks (in song order, as a loop of single calls would)."""
         if audio is None:
             raise ValueError("expected an audio factorization (StemFactorization), got None")
@@ -272,77 +310,110 @@ class MusicLime:
         Fa = audio.num_features if use_audio else 0
         Fl = lyrics.num_features if use_lyrics else 0
         device = audio.device
-        if not draw:
-            Z = None
-        elif masks is None:
-            Z = bernoulli_masks(n_samples, Fa + Fl, first_row_ones=True, device=device, generator=generator)
-        else:
-            Z = check_masks(masks, Fa + Fl)[0].to(device=device, dtype=torch.float32)
         seed = generator.initial_seed() if generator is not None else None
-        return _Song(audio, lyrics, info, Fa, Fl, Z, seed)
+        if not draw:
+            return _Song(audio, lyrics, info, Fa, Fl, None, seed)
+        if masks is not None:
+            Z = check_masks(masks, Fa + Fl)[0].to(device=device, dtype=torch.float32)
+            return _Song(audio, lyrics, info, Fa, Fl, Z, seed)
+        sampler = MaskSampler(sampler_name, Fa + Fl, first_row_ones=True, device=device, generator=generator)
+        if n_samples == "auto":  # drawn in rounds by _explain_auto
+            return _Song(audio, lyrics, info, Fa, Fl, None, seed, sampler)
+        Z = sampler.draw(n_samples).masks
+        return _Song(audio, lyrics, info, Fa, Fl, Z, seed, sampler, sampler.clusters)
 
-    def _explain_group(self, songs, targets, modality, num_features, feature_selection,
-                       perturbations_per_eval, show_progress, explicit_masks, memory_budget=None) -> list[Explanation]:
+    def _explain_group(self, songs, targets, modality, num_features, feature_selection, perturbations_per_eval,
+                       show_progress, explicit_masks, memory_budget=None, budget=None, sampler="iid") -> list[Explanation]:
         """Explain songs whose audio has one shape together: forwards share calls, one batched fit.
 
         Songs with fewer features are padded with always-on columns; ``active`` keeps the
         kernel and the fit to each song's own features.
         """
         device = songs[0].audio.device
-        n_samples = songs[0].Z.shape[0]
-        if any(song.Z.shape[0] != n_samples for song in songs):
-            raise ValueError(f"expected the same number of masks for every song, got {[s.Z.shape[0] for s in songs]}")
         F = max(song.F for song in songs)
         B = len(songs)
-        Z = torch.ones(B, n_samples, F, device=device)
-        for b, song in enumerate(songs):
-            Z[b, :, : song.F] = song.Z
+        if budget is None:
+            n_samples = songs[0].Z.shape[0]
+            if any(song.Z.shape[0] != n_samples for song in songs):
+                raise ValueError(f"expected the same number of masks for every song, got {[s.Z.shape[0] for s in songs]}")
+            Z = torch.ones(B, n_samples, F, device=device)
+            for b, song in enumerate(songs):
+                Z[b, :, : song.F] = song.Z
+        else:
+            n_samples = "auto"
         counts = torch.tensor([song.F for song in songs], device=device)
         active = torch.arange(F, device=device) < counts.unsqueeze(-1)  # (B, F)
         legacy = self.forward_func is None
         stems = songs[0].audio.stems
         buffers: dict[str, Tensor] = {}
-        budget = memory_budget if memory_budget is not None else default_memory_budget(device)
+        bytes_per_call = memory_budget if memory_budget is not None else default_memory_budget(device)
         # ids and attention mask (int64) per sample; the audio dominates anyway
         token_bytes = max(16 * (getattr(s.lyrics, "max_length", None) or 512) if s.lyrics is not None else 0
                           for s in songs)
         sample_bytes = stems[0].numel() * stems.element_size() + token_bytes
-        chunk = rows_per_chunk(perturbations_per_eval, sample_bytes, B, budget)
+        chunk = rows_per_chunk(perturbations_per_eval, sample_bytes, B, bytes_per_call)
 
-        def transform(z: Tensor) -> tuple:
-            c = z.shape[1]
-            # A legacy predict_fn gets numpy views of the waves, which users may keep: no reuse.
-            waves = chunk_buffer(None if legacy or not self.reuse_buffers else buffers, "waves",
-                                 (B * c, *stems.shape[1:]), stems.dtype, stems.device)
-            parts = [song.compose(z[b, :, : song.F], legacy, out=waves[b * c : (b + 1) * c])
-                     for b, song in enumerate(songs)]
-            return _stack(parts, songs, waves)
+        def transform_for(members: list[int]) -> Any:
+            group = [songs[b] for b in members]
+
+            def transform(z: Tensor) -> tuple:
+                c = z.shape[1]
+                # A legacy predict_fn gets numpy views of the waves, which users may keep: no reuse.
+                waves = chunk_buffer(None if legacy or not self.reuse_buffers else buffers, "waves",
+                                     (len(group) * c, *stems.shape[1:]), stems.dtype, stems.device)
+                parts = [song.compose(z[i, :, : song.F], legacy, out=waves[i * c : (i + 1) * c])
+                         for i, song in enumerate(group)]
+                return _stack(parts, group, waves)
+
+            return transform
 
         kernel = self.kernel_parameters
 
-        def sample_weight(masks: Tensor) -> Tensor:
+        def sample_weight(masks: Tensor, members: list[int] | None = None) -> Tensor:
+            act = active if members is None else active[members]
             return mask_kernel_weights(masks, kernel["kernel_width"], reference=kernel["reference"],
-                                       distance_scale=kernel["distance_scale"], active=active)
+                                       distance_scale=kernel["distance_scale"], active=act)
 
         surrogate = LimeSurrogate(num_features=num_features, feature_selection=feature_selection)
+
+        def fit(X: Tensor, y: Tensor, w: Tensor, members: list[int] | None = None, cluster: Any = None) -> Any:
+            act = active if members is None else active[members]
+            return fit_model(surrogate, X, y, w, active=act, stderr=True, cluster=cluster)
+
         fitted: list[int] = []
 
         def resolve(first: Tensor) -> Any:  # the labels to fit, from the model's output on row 0
             classes = first.shape[-1]
             labels = _resolve_labels(targets, first, classes)
             fitted.extend(sorted({t % classes for song_labels in labels for t in song_labels}))
-            return [fitted] * B
+            return [fitted] * len(first)
 
-        progress = _progress(show_progress, -(-n_samples // chunk))
+        names = [_song_name(song, b) for b, song in enumerate(songs)]
+        finish = lambda out, rows: self._finish(out, device, rows)  # noqa: E731
+        rounds = -(-n_samples // chunk) if budget is None else None
+        progress = _progress(show_progress, rounds)
         try:
             with torch.no_grad():
-                result = explain_masks(
-                    self._raw_forward, transform, Z,
-                    lambda X, y, w: surrogate.fit_tensors(X, y, w, active=active),
-                    sample_weight=sample_weight, target=resolve, perturbations_per_eval=chunk,
-                    names=[_song_name(song, b) for b, song in enumerate(songs)],
-                    finish=lambda out, rows: self._finish(out, device, rows), progress=progress.update,
-                )
+                if budget is None:
+                    cluster = songs[0].cluster
+                    result = explain_masks(
+                        self._raw_forward, transform_for(list(range(B))), Z,
+                        lambda X, y, w: fit(X, y, w, None, cluster),
+                        sample_weight=sample_weight, target=resolve, perturbations_per_eval=chunk,
+                        names=names, finish=finish, progress=progress.update,
+                    )
+                else:
+                    def draw(r: int) -> tuple:
+                        z = torch.ones(B, r, F, device=device)
+                        for b, song in enumerate(songs):
+                            z[b, :, : song.F] = song.sampler.draw(r).masks
+                        return z, None, songs[0].sampler.clusters
+
+                    result = explain_auto(
+                        self._raw_forward, transform_for, draw, fit, sample_weight=sample_weight, budget=budget,
+                        target=resolve, perturbations_per_eval=chunk, names=names, finish=finish,
+                        progress=progress.update,
+                    )
         finally:
             progress.close()
         predictions = result.first
@@ -362,7 +433,10 @@ class MusicLime:
                 song_fit, song_fit.selection, labels[b], names, types, predictions[b],
                 audio_factorization=song.audio, lyrics_factorization=song.lyrics,
                 metadata=dict(
-                    n_samples=n_samples, modality=modality, num_features=num_features,
+                    n_samples=n_samples if budget is None else int(fit.n_samples[b]),
+                    **({} if budget is None else dict(n_samples_rule="auto", tol=budget.tol,
+                                                      max_samples=budget.max_samples)),
+                    sampler=sampler, modality=modality, num_features=num_features,
                     feature_selection=feature_selection, **kernel,
                     perturbations_per_eval=perturbations_per_eval, samples_per_call=chunk, seed=song.seed,
                     explicit_masks=explicit_masks, num_audio_features=song.Fa, num_lyrics_features=song.Fl,
@@ -497,6 +571,8 @@ def _take_song(fit: Any, b: int, rows: list[int], F: int) -> Any:
     def take(t: Any, features: bool) -> Any:
         if t is None:
             return None
+        if isinstance(t, Tensor) and t.dim() == 1:  # n_samples: (B,)
+            return t[b : b + 1]
         if isinstance(t, tuple):  # FeatureSelection: (selected (B, K, F), order (B, K, F), count (B, K))
             return type(t)(*(take(v, v.dim() == 3) for v in t))
         t = t[b : b + 1].index_select(1, idx)
