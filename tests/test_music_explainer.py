@@ -241,3 +241,49 @@ def test_memory_budget_caps_the_samples_per_call_and_changes_nothing():
     assert capped.metadata["samples_per_call"] == 3 and capped.metadata["perturbations_per_eval"] == 40
     with pytest.raises(ValueError, match="expected memory_budget >= 1, got 0"):
         explainer.explain(audio, masks=masks, modality="audio", memory_budget=0)
+
+
+def test_auto_budget_stops_each_song_on_its_own():
+    """Two songs in one call: the one whose model output is nearly linear in its stems stops first."""
+    g = torch.Generator().manual_seed(0)
+    hard = StemFactorization(torch.randn(4, 1, 4000, generator=g), sample_rate=4000, num_segments=4)
+    easy = StemFactorization(torch.randn(4, 1, 4000, generator=g) * 0.05, sample_rate=4000, num_segments=4)
+
+    def model(a):
+        e = a.pow(2).mean(-1)[:, 0]
+        seg = a[:, 0, :1000].pow(2).mean(-1)
+        return torch.stack([seg + 0.3 * e * seg, torch.tanh(3 * e)], 1)
+
+    exps = MusicLime(model).explain(
+        [hard, easy], target=[0, 1], n_samples="auto", modality="audio", perturbations_per_eval=50, tol=0.01,
+        max_samples=2000, generator=[torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)],
+        songs_per_batch=2,
+    )
+    used = [e.metadata["n_samples"] for e in exps]
+    assert used[1] < used[0], used
+    assert all(e.metadata["n_samples_rule"] == "auto" and e.metadata["tol"] == 0.01 for e in exps)
+    # The same songs one by one give the same explanations (each song's masks come from its own generator).
+    alone = [MusicLime(model).explain(a, target=[0, 1], n_samples="auto", modality="audio", perturbations_per_eval=50,
+                                      tol=0.01, max_samples=2000, generator=torch.Generator().manual_seed(s))
+             for a, s in ((hard, 1), (easy, 2))]
+    for a, b in zip(exps, alone):
+        assert a.metadata["n_samples"] == b.metadata["n_samples"]
+        torch.testing.assert_close(a.weights, b.weights, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("sampler", ["paired", "sobol"])
+def test_samplers_keep_row_zero_the_song(sampler):
+    audio = StemFactorization(torch.randn(4, 1, 800, generator=torch.Generator().manual_seed(0)), sample_rate=8000,
+                              num_segments=2)
+    seen = []
+
+    def model(a):
+        seen.append(a.clone())
+        return torch.stack([a.pow(2).mean((1, 2)), a[:, 0, :400].pow(2).mean(-1)], 1)
+
+    exp = MusicLime(model).explain(audio, target=[0], n_samples=64, modality="audio", sampler=sampler,
+                                   generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(seen[0][0], audio.compose(torch.ones(1, 8))[0])
+    assert exp.metadata["sampler"] == sampler
+    with pytest.raises(ValueError, match=r"expected sampler in \['iid', 'paired', 'sobol'\], got 'leverage'"):
+        MusicLime(model).explain(audio, target=[0], n_samples=64, modality="audio", sampler="leverage")

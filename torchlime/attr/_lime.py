@@ -365,13 +365,15 @@ class Lime(LimeBase, CaptumLime):
         differentiable: bool = False,
         return_fit: bool = False,
         validate: bool = True,
+        tol: float = 0.05,
+        max_samples: int = 10_000,
     ) -> Any:
         """Attribute like ``captum.attr.Lime.attribute``; see the class docstring for extras."""
         return self._lime_attribute(
             inputs, baselines, target, additional_forward_args, feature_mask, n_samples,
             perturbations_per_eval, return_input_shape, show_progress,
             dict(generator=generator, sampler=sampler, masks=masks, differentiable=differentiable,
-                 return_fit=return_fit, validate=validate),
+                 return_fit=return_fit, validate=validate, tol=tol, max_samples=max_samples),
             {},
         )
 
@@ -379,7 +381,8 @@ class Lime(LimeBase, CaptumLime):
         self, inputs, baselines, target, additional_forward_args, feature_mask, n_samples,
         perturbations_per_eval, return_input_shape, show_progress, extras, extra_kwargs,
     ) -> Any:
-        _check_n_samples(n_samples if extras["masks"] is None else extras["masks"].shape[-2])
+        if not (isinstance(n_samples, str) and n_samples == "auto"):
+            _check_n_samples(n_samples if extras["masks"] is None else extras["masks"].shape[-2])
         check_choice(extras["sampler"], "sampler", self._SAMPLERS)
         is_tuple = captum_is_tuple(inputs)
         if not isinstance(inputs, (Tensor, tuple)):
@@ -512,13 +515,14 @@ class Lime(LimeBase, CaptumLime):
             out.append((select_example(inputs, b, bsz), kw))
         return out
 
-    def _weights_from_masks(self, masks: Tensor) -> Tensor | None:
+    def _weights_from_masks(self, masks: Tensor, members: list[int] | None = None) -> Tensor | None:
         # Captum's kernel on input-space distances, from per-feature sums: O(n F), no O(n D) pass.
         if isinstance(self.similarity_func, _KernelShapWeights):
             return kernel_shap_weights(masks, self.similarity_func.inf_weight)
         if self._stats is None:
             return None
-        return self.similarity_func.from_statistics(masks, self._stats)
+        stats = self._stats if members is None else self._stats[torch.tensor(members, device=self._stats.device)]
+        return self.similarity_func.from_statistics(masks, stats)
 
 
 def extras_without_fit(extras: dict) -> dict:

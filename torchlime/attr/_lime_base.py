@@ -16,22 +16,22 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
+from .._captum import CaptumLimeBase, PerturbationAttribution, lime_base_attribute
 from .._checks import check_choice
-from ..functional.engine import explain_masks
+from ..functional.engine import Budget, explain_auto, explain_masks
 from ..functional.sampling import (
     LIME_SAMPLERS,
     Draw,
+    MaskSampler,
     bernoulli_masks,
     captum_kernel_shap_masks,
     check_generator,
     check_masks,
-    sample_masks,
 )
 from ..functional.surrogate import SurrogateFit
 from ..models import fit_model
 from ._batched import batched_impl
 from ._inputs import check_forward_output
-from .._captum import CaptumLimeBase, PerturbationAttribution, lime_base_attribute
 
 __all__ = ["LimeBase"]
 
@@ -170,21 +170,26 @@ class LimeBase(CaptumLimeBase):
         """
         generator = kwargs.pop("generator", None)
         sampler = check_choice(kwargs.pop("sampler", "iid"), "sampler", self._SAMPLERS)
+        budget = Budget(tol=kwargs.pop("tol", 0.05), max_samples=kwargs.pop("max_samples", 10_000))
         masks = kwargs.pop("masks", None)
         differentiable = kwargs.pop("differentiable", False)
         return_fit = kwargs.pop("return_fit", False)
         validate = kwargs.pop("validate", True)
         if masks is not None and sampler != "iid":
             raise ValueError(f"expected either masks= or sampler=, got both (sampler={sampler!r})")
-        _check_n_samples(n_samples if masks is None else _mask_rows(masks))
+        auto = isinstance(n_samples, str) and n_samples == "auto"
+        if auto and masks is not None:
+            raise ValueError("expected either masks= or n_samples='auto', got both")
+        if not auto:
+            _check_n_samples(n_samples if masks is None else _mask_rows(masks))
         if isinstance(perturbations_per_eval, bool) or not isinstance(perturbations_per_eval, int) or perturbations_per_eval < 1:
             raise ValueError(f"expected perturbations_per_eval >= 1, got {perturbations_per_eval!r}")
         device = _first_tensor(inputs).device
         check_generator(generator, device)
         if not self._fast_path_ok():
-            if masks is not None or differentiable or return_fit or sampler != "iid":
+            if masks is not None or differentiable or return_fit or sampler != "iid" or auto:
                 raise ValueError(
-                    "masks=, sampler=, differentiable=True and return_fit=True need batched callables "
+                    "masks=, sampler=, n_samples='auto', differentiable=True and return_fit=True need batched callables "
                     "(see torchlime.batched); got per-sample ones, which run Captum's loop"
                 )
             if generator is not None:
@@ -195,10 +200,16 @@ class LimeBase(CaptumLimeBase):
             )
         grad = torch.enable_grad() if differentiable else torch.no_grad()
         with grad:
-            fit, multi = self._attribute_batched(
-                inputs, target, additional_forward_args, n_samples, perturbations_per_eval,
-                show_progress, generator, masks, differentiable, validate, kwargs, sampler,
-            )
+            if auto:
+                fit = self._attribute_auto(
+                    inputs, target, additional_forward_args, perturbations_per_eval, show_progress, generator,
+                    differentiable, validate, kwargs, sampler, budget,
+                )
+            else:
+                fit, multi = self._attribute_batched(
+                    inputs, target, additional_forward_args, n_samples, perturbations_per_eval,
+                    show_progress, generator, masks, differentiable, validate, kwargs, sampler, return_fit,
+                )
         if return_fit:
             return fit
         return fit.coef
@@ -217,7 +228,12 @@ class LimeBase(CaptumLimeBase):
         return [(inputs, kwargs)]
 
     def _draw(self, inputs: Any, n_samples: int, generator: Any, masks: Any, kwargs: dict, sampler: str = "iid") -> Draw:
-        """Step 1: all masks at once, ``(n, F)`` or ``(B, n, F)``, and importance weights or None."""
+        """Step 1: all masks at once, ``(n, F)`` or ``(B, n, F)``, and importance weights or None.
+
+        Sets ``self._cluster``: the independent draw of each row (see
+        :func:`torchlime.functional.uncertainty.sandwich_stderr`), or None (every row).
+        """
+        self._cluster = None
         device = _first_tensor(inputs).device
         num_features = kwargs.get("num_interp_features")
         instances = kwargs.get("num_instances")
@@ -232,10 +248,11 @@ class LimeBase(CaptumLimeBase):
                     f"expected num_interp_features=F among the keyword arguments with sampler={sampler!r} "
                     f"(the masks are drawn by torchlime, not by perturb_func), got none"
                 )
-            return sample_masks(
-                n_samples, int(num_features), sampler=sampler, kind=kind or "lime", batch_shape=batch_shape,
-                device=device, generator=generator,
-            )
+            drawer = MaskSampler(sampler, int(num_features), kind=kind or "lime", batch_shape=batch_shape,
+                                 device=device, generator=generator)
+            drawn = drawer.draw(n_samples)
+            self._cluster = drawer.clusters
+            return drawn
         wanted = (n_samples + 1) // 2 if sampler == "paired" else n_samples
         captum_stream = generator is None and sampler == "iid"
         fast = batched_impl(self.perturb_func)
@@ -256,6 +273,9 @@ class LimeBase(CaptumLimeBase):
         if sampler == "paired":
             Z = torch.stack([Z, 1 - Z], dim=-2).flatten(-3, -2)[..., :n_samples, :]
             check_masks(Z, num_features, name="masks from perturb_func (sampler='paired' needs binary ones)")
+            self._cluster = torch.arange(Z.shape[-2]) // 2
+        elif kind == "kernel_shap":  # Captum's first two rows: the full and the empty coalition
+            self._cluster = torch.cat([torch.full((2,), -1), torch.arange(Z.shape[-2] - 2)])
         return Draw(Z, None)
 
     def _example_draws(self, inputs: Any, n_samples: int, kwargs: dict, kind: str | None, device: Any) -> Tensor:
@@ -287,9 +307,10 @@ class LimeBase(CaptumLimeBase):
 
     def _attribute_batched(
         self, inputs, target, additional_forward_args, n_samples, perturbations_per_eval,
-        show_progress, generator, masks, differentiable, validate, kwargs, sampler="iid",
+        show_progress, generator, masks, differentiable, validate, kwargs, sampler="iid", stderr=False,
     ) -> tuple[SurrogateFit, bool]:
         Z, importance = self._draw(inputs, n_samples, generator, masks, kwargs, sampler)
+        cluster = self._cluster
         single = Z.dim() == 2
         Z3 = Z.unsqueeze(0) if single else Z
         if Z3.dim() != 3:
@@ -322,7 +343,8 @@ class LimeBase(CaptumLimeBase):
         try:
             result = explain_masks(
                 self.forward_func, transform, Z3,
-                lambda X, y, w: fit_model(self.interpretable_model, X, y, w, differentiable=differentiable),
+                lambda X, y, w: fit_model(self.interpretable_model, X, y, w, differentiable=differentiable,
+                                          stderr=stderr, cluster=cluster),
                 sample_weight=sample_weight, chunk_weight=None if sample_weight is not None else chunk_weight,
                 target=target, perturbations_per_eval=perturbations_per_eval, validate=validate,
                 progress=progress.update,
@@ -331,12 +353,83 @@ class LimeBase(CaptumLimeBase):
             progress.close()
         return result.fit, result.target.multi
 
+    def _attribute_auto(
+        self, inputs, target, additional_forward_args, perturbations_per_eval, show_progress, generator,
+        differentiable, validate, kwargs, sampler, budget,
+    ) -> SurrogateFit:
+        """``n_samples="auto"``: rounds of ``perturbations_per_eval`` masks per example until each
+        example's standard errors are under ``tol`` times its largest |weight| (the engine's
+        :func:`~torchlime.functional.engine.explain_auto`), each example stopping on its own."""
+        kind = self._builtin_kind()
+        num_features = kwargs.get("num_interp_features")
+        if (kind is None and sampler != "sobol") or num_features is None:
+            raise ValueError(
+                "expected torchlime to draw the masks for n_samples='auto' (Lime's or KernelShap's own "
+                "perturb_func, or sampler='sobol' with num_interp_features), got a perturb_func of your own"
+            )
+        if not hasattr(self.interpretable_model, "stderr"):
+            raise ValueError(
+                f"expected one of torchlime's models (Ridge, LinearRegression, Lasso, LimeSurrogate) for "
+                f"n_samples='auto': it stops on their standard errors; got {type(self.interpretable_model).__name__}"
+            )
+        instances = kwargs.get("num_instances")
+        single = instances is None
+        B = 1 if single else instances
+        device = _first_tensor(inputs).device
+        drawer = MaskSampler(sampler, int(num_features), kind=kind or "lime", batch_shape=(B,), device=device,
+                             generator=generator)
+        batched_transform = batched_impl(self.from_interp_rep_transform)
+
+        def draw(r: int) -> tuple:
+            drawn = drawer.draw(r)
+            return drawn.masks, drawn.sample_weight, drawer.clusters
+
+        def transform_for(members: list[int]) -> Any:
+            sub_inputs, sub_kwargs, sub_args = inputs, kwargs, additional_forward_args
+            if not single:
+                idx = torch.tensor(members, device=device)
+                sub_inputs, sub_args = select_examples(inputs, idx, B), select_examples(additional_forward_args, idx, B)
+                sub_kwargs = {k: select_examples(v, idx, B) for k, v in kwargs.items()}
+                sub_kwargs["num_instances"] = len(members)
+
+            def transform(zc: Tensor) -> tuple:
+                model_in = batched_transform(zc[0] if single else zc, sub_inputs, **sub_kwargs)
+                args = expand_forward_args(sub_args, zc.shape[1])
+                return (*(model_in if isinstance(model_in, tuple) else (model_in,)), *(args or ()))
+
+            return transform
+
+        def sample_weight(masks: Tensor, members: list[int]) -> Tensor:
+            w = self._weights_from_masks(masks, members)
+            if w is None:
+                raise ValueError(
+                    "expected a kernel computed from the masks for n_samples='auto' (Lime's and KernelShap's "
+                    "defaults), got a similarity_func that needs the perturbed inputs"
+                )
+            return w
+
+        def fit(X: Tensor, y: Tensor, w: Tensor, members: list[int], cluster: Any) -> SurrogateFit:
+            return fit_model(self.interpretable_model, X, y, w, differentiable=differentiable, stderr=True,
+                             cluster=cluster)
+
+        progress = _progress(show_progress, None, self._progress_name())
+        try:
+            result = explain_auto(
+                self.forward_func, transform_for, draw, fit, sample_weight=sample_weight, budget=budget,
+                target=target, perturbations_per_eval=perturbations_per_eval, validate=validate,
+                progress=progress.update,
+            )
+        finally:
+            progress.close()
+        return result.fit
+
     def _progress_name(self) -> str:
         """The progress bar's label before " attribution": Captum's ``get_name()`` ("Lime Base")."""
         return self.get_name()
 
-    def _weights_from_masks(self, masks: Tensor) -> Tensor | None:
-        """Kernel weights ``(B, n)`` of all samples at once where they need no model input."""
+    def _weights_from_masks(self, masks: Tensor, members: list[int] | None = None) -> Tensor | None:
+        """Kernel weights ``(B, n)`` of all samples at once where they need no model input
+        (``members``: the examples the masks belong to, all of them when None)."""
         return None
 
     def _weights(self, inputs: Any, model_in: Any, masks: Tensor, kwargs: dict) -> Tensor:
@@ -348,7 +441,19 @@ class LimeBase(CaptumLimeBase):
 _NO_DATA = TensorDataset(torch.zeros(0))
 
 
+def select_examples(obj: Any, index: Tensor, batch_size: int) -> Any:
+    """The examples ``index`` of a per-example argument (Captum's convention: a tensor whose
+    dim 0 is the batch, or a tuple of them); anything else is shared and passed as is."""
+    if isinstance(obj, Tensor) and obj.dim() > 0 and obj.shape[0] == batch_size:
+        return obj.index_select(0, index.to(obj.device))
+    if isinstance(obj, tuple):
+        return tuple(select_examples(o, index, batch_size) for o in obj)
+    return obj
+
+
 def _check_n_samples(n_samples: Any) -> None:
+    if isinstance(n_samples, str):
+        raise ValueError(f"expected n_samples as an integer >= 2 or 'auto', got {n_samples!r}")
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 2:
         raise ValueError(f"expected n_samples >= 2, got {n_samples!r}")
 
