@@ -222,7 +222,7 @@ def test_figure_reads_without_the_code():
     # zero-weight and dropped lyric lines are left out of the bars
     shown = [t.get_text() for t in lyric_bars.get_yticklabels()]
     assert len(shown) == 3 and not any("zero weight" in s or "dropped" in s for s in shown)
-    assert "top lyric lines: 3 of 3 with a non-zero weight, 1 of 5 not selected" in strings
+    assert "top lyric lines\n3 of 3 with a non-zero weight, 1 of 5 not selected" in strings
     # intervals and the stable flag
     bars = [c for c in audio_bars.containers + lyric_bars.containers if isinstance(c, BarContainer)]
     assert len(bars) == 2 and all(c.errorbar is not None for c in bars)
@@ -291,9 +291,18 @@ def test_plot_draws_on_given_axes_without_pyplot_or_the_global_backend(monkeypat
     given = list(fig.subplots(1, 3))
     got_fig, got_axes = exp.plot(1, ax=given)
     assert got_fig is fig and got_axes == given
-    assert "Explanation of 'stormy' (class 1)" in given[0].get_title().split("\n")[0]
+    assert given[0].get_title(loc="left").startswith("Explanation of 'stormy' (class 1)\n")
     fig2, axes = exp.plot(0)
-    assert isinstance(fig2, Figure) and len(axes) == 3
+    assert isinstance(fig2, Figure) and len(axes) == 3 and all(a is not None for a in axes)
+
+
+def test_a_lyrics_only_explanation_gets_one_panel():
+    lyrics = LyricsFactorization(LYRICS, None, unit="line")
+    exp = make_explanation(torch.tensor([[0.3, -0.2, 0.1, 0.0, 0.05]] * 2), lyrics=lyrics)
+    fig, (heat, audio_bars, lyric_bars) = exp.plot(1)
+    assert heat is None and audio_bars is None
+    assert len(lyric_bars.get_yticklabels()) == 4  # the zero-weight line is left out
+    assert exp.to_dict()["metadata"]["feature_space"]["audio"] is None
 
 
 def test_uneven_segments_draw_at_their_times():

@@ -640,39 +640,55 @@ class Explanation:
 
         Args:
             label: an explained label.
-            ax: None (a new figure with a header and three panels), or three Axes to draw
-                the heatmap, the audio bars and the lyric bars on.
+            ax: None (a new figure with a header and three panels), or three Axes (a list
+                or ``Figure.subplots(1, 3)``'s array) to draw the heatmap, the audio bars and
+                the lyric bars on.
             label_names: class index -> name (default: the names in :attr:`metadata`).
             num_audio: audio components in the bar panel.
             num_lyrics: lyric units in the bar panel.
 
         Returns:
-            ``(figure, [heatmap, audio bars, lyric bars])``.
+            ``(figure, [heatmap, audio bars, lyric bars])``; a new figure leaves out the
+            panels of a modality the explanation does not have (None in the list).
 
         Raises:
             ValueError: an unexplained label.
             TypeError: ``ax`` that is not None or three Axes.
         """
         from matplotlib.axes import Axes
-        from matplotlib.figure import Figure
 
         self._check_label(label)
         num_audio = check_int(num_audio, "num_audio", 0)
         num_lyrics = check_int(num_lyrics, "num_lyrics", 0)
         if ax is None:
-            fig = Figure(figsize=(13, 9), layout="constrained")
-            grid = fig.add_gridspec(3, 2, height_ratios=[0.3, 1.0, 1.0])
-            top = grid[0, :].subgridspec(1, 2, width_ratios=[2.3, 1])
-            header = (fig.add_subplot(top[0]), fig.add_subplot(top[1]))
-            axes = [fig.add_subplot(grid[1, :]), fig.add_subplot(grid[2, 0]), fig.add_subplot(grid[2, 1])]
+            fig, header, axes = self._layout()
         else:
-            axes = list(ax) if isinstance(ax, (list, tuple)) else [ax]
+            axes = [ax] if isinstance(ax, Axes) or not hasattr(ax, "__iter__") else list(getattr(ax, "flat", ax))
             if len(axes) != 3 or not all(isinstance(a, Axes) for a in axes):
                 got = type(ax).__name__ if len(axes) != 3 else [type(a).__name__ for a in axes]
                 raise TypeError(f"expected ax as None or three matplotlib Axes (heatmap, audio bars, lyric bars), got {got}")
             fig, header = axes[0].figure, None
         _Drawing(self, label, label_names).draw(fig, header, axes, num_audio, num_lyrics)
         return fig, axes
+
+    def _layout(self) -> tuple[Any, tuple[Any, Any], list[Any]]:
+        """A new figure: a header (text, legend) over the panels of the modalities present."""
+        from matplotlib.figure import Figure
+
+        audio, lyrics = "audio" in self.feature_types, "lyrics" in self.feature_types
+        if not audio:  # lyrics only: one bar panel
+            fig = Figure(figsize=(11, 6), layout="constrained")
+            grid = fig.add_gridspec(2, 1, height_ratios=[0.2, 1.0])
+            top = grid[0].subgridspec(1, 2, width_ratios=[1.6, 1])
+        else:
+            fig = Figure(figsize=(13, 9), layout="constrained")
+            grid = fig.add_gridspec(3, 2, height_ratios=[0.3, 1.0, 1.0])
+            top = grid[0, :].subgridspec(1, 2, width_ratios=[2.3, 1])
+        header = (fig.add_subplot(top[0]), fig.add_subplot(top[1]))
+        if not audio:
+            return fig, header, [None, None, fig.add_subplot(grid[1])]
+        rows = [fig.add_subplot(grid[1, :]), fig.add_subplot(grid[2, 0]), fig.add_subplot(grid[2, 1]) if lyrics else None]
+        return fig, header, rows
 
     def save_figure(self, path: str | os.PathLike, label: int, num_lyrics: int = 10, *,
                     label_names: dict[int, str] | None = None, num_audio: int = 10, dpi: int = 100) -> Path:
@@ -771,20 +787,23 @@ class _Drawing:
 
     def draw(self, fig: Any, header: Any, axes: list[Any], num_audio: int, num_lyrics: int) -> None:
         heat, audio_bars, lyric_bars = axes
-        self.heatmap(fig, heat)
         audio = [i for i, t in enumerate(self.exp.feature_types) if t == "audio"]
         lyrics = [i for i, t in enumerate(self.exp.feature_types) if t == "lyrics"]
-        self.bars(audio_bars, audio, num_audio, "audio components", self.audio_label)
-        unit = (self.exp.metadata.get("lyrics_unit") or "unit")
-        self.bars(lyric_bars, lyrics, num_lyrics, f"lyric {unit}s", lambda i: _wrap(_clean(self.exp.feature_names[i])))
         handles = self.legend_handles()
         if header is not None:
             self.header(header, handles)
-        else:
-            lines = [self.title(), self.stats(), self.stability()] + self.exp.notes(self.label)
-            heat.set_title("\n".join(line for line in lines if line), **self.text(fontsize=10))
+            prefix = []
+        else:  # the caller's axes: the header goes over the heatmap, the legend on the lyric bars
+            prefix = [self.title(), self.stats(), self.stability()] + self.exp.notes(self.label)
             if handles:
-                lyric_bars.legend(handles=handles, fontsize=8, loc="lower right")
+                lyric_bars.legend(handles=handles, fontsize=8, loc="best")
+        if heat is not None:
+            self.heatmap(fig, heat, [line for line in prefix if line])
+        if audio_bars is not None:
+            self.bars(audio_bars, audio, num_audio, "audio components", self.audio_label)
+        if lyric_bars is not None:
+            unit = self.exp.metadata.get("lyrics_unit") or "unit"
+            self.bars(lyric_bars, lyrics, num_lyrics, f"lyric {unit}s", lambda i: _wrap(_clean(self.exp.feature_names[i])))
 
     # -- pieces -------------------------------------------------------------------------------
 
@@ -846,7 +865,7 @@ class _Drawing:
     def colour(self, w: float) -> Any:
         return self.cmap(self.norm(w))
 
-    def heatmap(self, fig: Any, ax: Any) -> None:
+    def heatmap(self, fig: Any, ax: Any, prefix: list[str]) -> None:
         import numpy as np
         from matplotlib.cm import ScalarMappable
         from matplotlib.patches import Rectangle
@@ -858,6 +877,8 @@ class _Drawing:
             ax.axis("off")
             why = "no audio features in this explanation" if not audio else "the stems x segments layout is unknown"
             ax.text(0.5, 0.5, why, transform=ax.transAxes, ha="center", va="center", color="0.4", **self.text())
+            if prefix:
+                ax.set_title("\n".join(prefix), loc="left", **self.text(fontsize=10))
             return
         stems, times = layout["stem_names"], layout["segment_times"]
         S, G = len(stems), len(times)
@@ -898,7 +919,7 @@ class _Drawing:
         ax.set_ylim(S, 0)
         ax.set_yticks(np.arange(S) + 0.5, [_clean(s) for s in stems], **self.text())
         ax.set_xlabel("time (s)", **self.text())
-        ax.set_title(f"audio: stems x time ({G} segments)", loc="left", **self.text(fontsize=10))
+        ax.set_title("\n".join(prefix + [f"audio: stems x time ({G} segments)"]), loc="left", **self.text(fontsize=10))
         if G <= 40:
             top = ax.secondary_xaxis("top")
             top.set_xticks([(a + b) / 2 for a, b in times], [f"T{g}" for g in range(G)], fontsize=7)
@@ -927,7 +948,7 @@ class _Drawing:
         counts = f"{len(top)} of {len(nonzero)} with a non-zero weight"
         if dropped:
             counts += f", {dropped} of {len(indices)} not selected"
-        ax.set_title(f"top {what}: {counts}", loc="left", **self.text(fontsize=10))
+        ax.set_title(f"top {what}\n{counts}", loc="left", **self.text(fontsize=10))
         ax.set_xlim(-self.xlimit, self.xlimit)
         ax.axvline(0, color="0.3", lw=0.8)
         ax.set_xlabel(f"surrogate weight for {self.who}", **self.text(fontsize=9))
