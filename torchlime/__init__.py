@@ -37,7 +37,7 @@ def __getattr__(name: str):
         from ._deps import require
 
         require("torchmetrics", "metrics", "torchlime.GlobalAggregator")
-        from .aggregation._aggregator import GlobalAggregator
+        from . import aggregation
 
-        return GlobalAggregator
+        return aggregation.GlobalAggregator
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -238,7 +238,7 @@ def load_explanation(source: str | os.PathLike | dict | Any, audio: Any = None, 
         >>> torch.equal(again.weights, exp.weights)
         True
     """
-    from ..music._explanation import Explanation
+    from ..music import Explanation
 
     if isinstance(source, Explanation):
         exp, where = copy.copy(source), "the explanation"
