@@ -181,3 +181,31 @@ def test_sync_free_lasso_equals_the_checked_lasso():
     got = TF.lasso(X, y, w, alpha=0.05, max_iter=1000, sync_free=True)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize("alpha", [0.001, 0.01, 0.1, 0.5])
+def test_lasso_equals_scikit_learn_over_many_problems(alpha):
+    """The active-set solve (and its FISTA fallback where it does not certify) is the lasso optimum."""
+    g = np.random.default_rng(int(alpha * 1000))
+    B, n, F = 6, 300, 12
+    X = (g.random((B, n, F)) > 0.5).astype(float)
+    y = np.einsum("bnf,bf->bn", X, g.normal(size=(B, F))) + 0.5 * X[..., 0] * X[..., 1] + 0.1 * g.normal(size=(B, n))
+    w = g.random((B, n)) + 0.1
+    fit = TF.lasso(torch.tensor(X), torch.tensor(y), torch.tensor(w), alpha=alpha)
+    for b in range(B):
+        ref = Lasso(alpha=alpha, tol=1e-14, max_iter=100_000).fit(X[b], y[b], sample_weight=w[b])
+        np.testing.assert_allclose(fit.coef[b].numpy(), ref.coef_, atol=1e-8)
+        np.testing.assert_allclose(float(fit.intercept[b]), ref.intercept_, atol=1e-8)
+
+
+def test_lasso_active_set_certifies_lime_problems_without_iterating():
+    """With Lime's alpha the solve needs a few exact solves, not hundreds of proximal steps."""
+    from torchlime.functional import surrogate as S
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.bernoulli(torch.full((4, 1000, 64), 0.5), generator=g)
+    y = X @ torch.randn(4, 64, 1, generator=g)
+    m = TF.weighted_moments(X, y, torch.rand(4, 1000, generator=g))
+    scale = m.weight_sum[..., None, None]
+    beta, certified = S._lasso_active_set(m.gram / scale, m.cross / scale, 0.01)
+    assert bool(certified.all())
