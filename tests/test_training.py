@@ -116,7 +116,7 @@ def test_targets_chunks_and_models():
     ):
         other = ExplainStep(net, masked, num_features=6, n_samples=40, interpretable_model=model)
         for target in (None, 2):
-            ref = fn(masks, y if target is None else y[..., target], step.weights(masks), **kw)
+            ref = fn(masks, y if target is None else y[..., target], step.sample_weight(masks), **kw)
             for a, b in zip(other(x, masks, target=target), ref):
                 torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
@@ -579,3 +579,11 @@ def test_lightning_callback_reports_to_the_trainers_loggers():
     assert [s for s, m in logger.logged if "explanations/seconds" in m] == [2, 4, 6]
     with pytest.raises(TypeError, match="expected an ExplanationMonitor, got int"):
         ExplanationMonitorCallback(3)
+
+
+def test_weights_is_a_deprecated_name_of_sample_weight():
+    step = ExplainStep(small_net(), masked, num_features=6, n_samples=4)
+    masks = torch.ones(2, 4, 6)
+    with pytest.warns(DeprecationWarning, match="ExplainStep.weights is deprecated; use sample_weight"):
+        old = step.weights(masks)
+    torch.testing.assert_close(old, step.sample_weight(masks))

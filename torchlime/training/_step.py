@@ -192,11 +192,16 @@ class ExplainStep:
             perturbations_per_eval=self.perturbations_per_eval,
         ).outputs
 
-    def weights(self, masks: Tensor) -> Tensor:
-        """Kernel weights ``(B, n)`` of the masks."""
+    def sample_weight(self, masks: Tensor) -> Tensor:
+        """Kernel weights ``(B, n)`` of the masks (scikit-learn's ``sample_weight``)."""
         if self.kernel is not None:
             return self.kernel(masks)
         return mask_kernel_weights(masks, self.kernel_width)
+
+    def weights(self, masks: Tensor) -> Tensor:
+        """Deprecated name of :meth:`sample_weight`."""
+        warnings.warn("ExplainStep.weights is deprecated; use sample_weight", DeprecationWarning, stacklevel=2)
+        return self.sample_weight(masks)
 
     def _fit(self, X: Tensor, y: Tensor, w: Tensor) -> S.SurrogateFit:
         return fit_model(self.interpretable_model, X, y, w, differentiable=self.differentiable, sync_free=True)
@@ -225,7 +230,7 @@ class ExplainStep:
         B, n, K = outputs.shape
         parsed = parse_target(_step_target(target, K), B, (K,), default="all", device=outputs.device)
         y = select_targets(outputs.reshape(B * n, K), parsed, B, n)
-        fit = self._fit(masks.to(y.dtype), y, self.weights(masks))
+        fit = self._fit(masks.to(y.dtype), y, self.sample_weight(masks))
         return fit if parsed.multi else type(fit)(*(None if v is None else v[:, 0] for v in fit))
 
     def __call__(
@@ -257,7 +262,7 @@ class ExplainStep:
         with grad:
             return explain_masks(
                 self.forward, lambda z: self.transform(z, original), masks, self._fit,
-                sample_weight=self.weights, target=lambda first: _step_target(target, first.reshape(first.shape[0], -1).shape[1]),
+                sample_weight=self.sample_weight, target=lambda first: _step_target(target, first.reshape(first.shape[0], -1).shape[1]),
                 default_target="all", perturbations_per_eval=self.perturbations_per_eval, validate=False,
             ).fit
 
