@@ -1,6 +1,7 @@
 """The console script end to end: explain a song file with a local Open-Unmix checkpoint."""
 
 import json
+import shutil
 import textwrap
 
 import numpy as np
@@ -319,8 +320,49 @@ def test_aggregate_keeps_saved_class_names(explained, song, capsys):
     (song / "windy.json").write_text(json.dumps(data))
     assert main(["aggregate", str(explained), str(song / "windy.json"), "--out", "agg5"]) == 2
     assert "expected one name per class in the explanations, got 'stormy' in" in capsys.readouterr().err
-    assert main(["aggregate", str(song / "exps")]) == 2
-    assert "is a folder (pass its files, e.g. folder/*.json)" in capsys.readouterr().err
+
+def test_aggregate_a_folder_decoding_errors_and_mixed_settings(explained, song, capsys):
+    """A folder aggregates its *.json files; a file that is not JSON text is named; two
+    explanations made with other settings are refused unless --mixed-settings."""
+    exps = song / "exps"
+    assert main(["aggregate", str(explained), "--out", "one"]) == 0
+    shutil.copy(song / "exps" / "song_label0.png", exps / "copy.png")  # not *.json: not taken
+    (exps / ".song.json.k2j3h4g5.torchlime-tmp.json").write_text("{")  # a write in progress: hidden, not taken
+    assert main(["aggregate", str(exps), "--out", "folder"]) == 0
+    assert "1 explanations aggregated" in capsys.readouterr().out
+    one, folder = (json.loads((song / d / "global_importance.json").read_text()) for d in ("one", "folder"))
+    assert folder == one and one["settings"] == json.loads(explained.read_text())["metadata"]["song_info"]["settings"]
+    assert one["settings_fingerprints"] == [json.loads(explained.read_text())["metadata"]["song_info"]["settings_fingerprint"]]
+    (song / "empty").mkdir()
+    assert main(["aggregate", str(song / "empty")]) == 2
+    assert f"got the folder '{song / 'empty'}', which holds no *.json file" in capsys.readouterr().err
+    shutil.copy(exps / "song_label0.png", song / "figure.json")
+    assert main(["aggregate", str(song / "figure.json")]) == 2
+    err = capsys.readouterr().err
+    assert f"expected explanation JSON files, got '{song / 'figure.json'}', which is not UTF-8 text (byte b'\\x89' at 0" in err
+    assert len(err.strip().splitlines()) == 1
+    # the same song with 4 segments and 24 samples: the settings and their values are named
+    assert main(["explain", "--audio", "song.wav", "--lyrics", "song.txt", "--model", "my_model:factory", "--separator",
+                 "none", "--segments", "4", "--n-samples", "24", "--quiet", "--device", "cpu", "--out", "exps4",
+                 "--target", "1"]) == 0
+    capsys.readouterr()
+    assert main(["aggregate", str(explained), str(song / "exps4" / "song.json"), "--out", "mixed"]) == 2
+    err = capsys.readouterr().err
+    assert (f"expected explanations made with one set of settings, got {explained} and {song / 'exps4' / 'song.json'}, "
+            "which differ in segments (2 vs 4), n_samples (16 vs 24); pass --mixed-settings") in err
+    assert main(["aggregate", str(explained), str(song / "exps4" / "song.json"), "--out", "mixed",
+                 "--mixed-settings"]) == 2  # the aggregator itself refuses two segmentations
+    assert "segments" in capsys.readouterr().err
+    assert main(["explain", "--audio", "song.wav", "--lyrics", "song.txt", "--model", "my_model:factory", "--separator",
+                 "none", "--segments", "2", "--n-samples", "24", "--quiet", "--device", "cpu", "--out", "exps24",
+                 "--target", "1"]) == 0
+    other = song / "exps24" / "song.json"
+    assert main(["aggregate", str(explained), str(other), "--out", "mixed"]) == 2
+    assert "which differ in n_samples (16 vs 24)" in capsys.readouterr().err
+    assert main(["aggregate", str(explained), str(other), "--out", "mixed", "--mixed-settings"]) == 0
+    mixed = json.loads((song / "mixed" / "global_importance.json").read_text())
+    fingerprints = sorted(json.loads(p.read_text())["metadata"]["song_info"]["settings_fingerprint"] for p in (explained, other))
+    assert mixed["settings"] is None and mixed["settings_fingerprints"] == fingerprints and len(set(fingerprints)) == 2
 
 
 def test_evaluate_an_explanation_reads_its_song_and_model(explained, song, capsys):

@@ -212,7 +212,7 @@ def test_manifest_errors(tmp_path):
 
 def test_aggregate_errors(tmp_path, capsys):
     assert main(["aggregate", str(tmp_path / "none.json")]) == 2
-    assert "expected explanation JSON files, got" in capsys.readouterr().err
+    assert "expected explanation JSON files (or folders of them), got" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text('{"metadata": {}}')
     assert main(["aggregate", str(tmp_path / "bad.json")]) == 2
     assert "bad.json: expected torchlime's explanation JSON" in capsys.readouterr().err
