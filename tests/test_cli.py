@@ -378,3 +378,23 @@ def test_evaluate_an_explanation_reads_its_song_and_model(explained, song, capsy
     assert main(["evaluate", "--explanation", str(explained), "--segments", "3", "--seeds", "0", "--quiet",
                  "--device", "cpu", "--out", "metrics"]) == 2
     assert "expected the audio factorization to have the 2 audio features of" in capsys.readouterr().err
+
+
+def test_memory_budget_changes_the_calls_not_the_explanation(song, monkeypatch, capsys):
+    monkeypatch.chdir(song)
+    base = ["explain", "--audio", "song.wav", "--lyrics", "song.txt", "--model", "my_model:factory", "--separator",
+            "none", "--segments", "2", "--n-samples", "16", "--perturbations-per-eval", "16", "--quiet", "--device",
+            "cpu"]
+    assert main(base + ["--out", "plain"]) == 0
+    assert main(base + ["--out", "budget", "--memory-budget", "300K"]) == 0  # 2 s at 16 kHz: 125 KiB a sample
+    plain, budget = (json.loads((song / d / "song.json").read_text()) for d in ("plain", "budget"))
+    assert plain["metadata"]["explanation_params"]["samples_per_call"] == 16
+    assert 1 <= budget["metadata"]["explanation_params"]["samples_per_call"] <= 2
+    for label, entry in plain["explanations"].items():
+        assert budget["explanations"][label]["weights"] == pytest.approx(entry["weights"], rel=1e-4, abs=1e-6)
+    assert plain["metadata"]["song_info"]["settings_fingerprint"] == budget["metadata"]["song_info"]["settings_fingerprint"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(base + ["--memory-budget", "lots"])
+    assert exit_info.value.code == 2
+    assert "expected a number of bytes such as 2G, 500M or 1000000 (> 0), got 'lots'" in capsys.readouterr().err

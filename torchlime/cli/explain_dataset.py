@@ -281,10 +281,11 @@ def _run(args: argparse.Namespace, rank: int, world: int, device: torch.device) 
                 print(f"removed {len(removed)} temporary file(s) an interrupted run left in {folder}")
 
     # Up front: what is done already (with these settings), what cannot be read, what is left.
-    failures: list[str] = []
+    failures: list[tuple[int, str]] = []  # (manifest line, what went wrong)
     previous: dict[str, Any] = {}
     todo: list[ManifestRow] = []
     other: list[tuple[str, list[str]]] = []  # (file, differing settings) of songs made otherwise
+    missing: list[tuple[ManifestRow, ValueError]] = []  # reported after the settings are checked
     for row in mine:
         path = out / f"{row.id}.json"
         exp = _load_done(path)
@@ -299,7 +300,7 @@ def _run(args: argparse.Namespace, rank: int, world: int, device: torch.device) 
         try:
             row.song.check()
         except ValueError as err:
-            _fail(failures, row, err)
+            missing.append((row, err))
             continue
         todo.append(row)
     other = _gather_lists(other, world)
@@ -307,8 +308,10 @@ def _run(args: argparse.Namespace, rank: int, world: int, device: torch.device) 
         path, differ = other[0]
         more = f" (and {len(other) - 1} more song(s))" if len(other) > 1 else ""
         raise ValueError(f"expected --out {str(out)!r} to hold explanations made with this run's settings, got "
-                         f"{path} made with {'; '.join(differ)}{more}; pass --overwrite to explain those songs "
+                         f"{path}{more} made with {', '.join(differ)}; pass --overwrite to explain those songs "
                          f"again with these settings, or another --out")
+    for row, err in missing:
+        _fail(failures, row, err)
     counts = _gather_lists([(len(previous), len(failures), len(todo))], world)
     if rank == 0:
         done, failed, left = (sum(c[i] for c in counts) for i in range(3))
@@ -425,7 +428,7 @@ def _run(args: argparse.Namespace, rank: int, world: int, device: torch.device) 
                 raise _kept(err, out, total_explained + total_done) from err
         if failures:
             print(f"{len(failures)} song(s) failed:", file=sys.stderr)
-            for failure in failures:
+            for _, failure in sorted(failures):  # in manifest order, whichever process had them
                 print(f"  {failure}", file=sys.stderr)
     if world > 1:
         # Wait until rank 0 has written the aggregate and listed the failures; only rank 0
@@ -467,8 +470,8 @@ def _reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
-def _fail(failures: list[str], row: ManifestRow, err: BaseException) -> None:
-    failures.append(f"{row.id} (manifest line {row.line}): {_reason(err)}")
+def _fail(failures: list[tuple[int, str]], row: ManifestRow, err: BaseException) -> None:
+    failures.append((row.line, f"{row.id} (manifest line {row.line}): {_reason(err)}"))
     print(f"error: song {row.id} (manifest line {row.line}): {_reason(err)}; going on", file=sys.stderr)
 
 
