@@ -11,6 +11,7 @@ from torchlime.cli import main
 
 from .test_music_explainer import LYRICS, build_wordpiece
 from .test_separator import write_checkpoint
+from .test_dataset_cli import read_only  # noqa: F401 - a fixture
 
 FACTORY = '''
 import torch
@@ -398,3 +399,14 @@ def test_memory_budget_changes_the_calls_not_the_explanation(song, monkeypatch, 
         main(base + ["--memory-budget", "lots"])
     assert exit_info.value.code == 2
     assert "expected a number of bytes such as 2G, 500M or 1000000 (> 0), got 'lots'" in capsys.readouterr().err
+
+
+def test_explain_into_a_folder_that_cannot_be_written(song, monkeypatch, capsys, read_only):
+    monkeypatch.chdir(song)
+    locked = read_only(song / "locked")
+    base = ["explain", "--audio", "song.wav", "--lyrics", "song.txt", "--model", "my_model:factory", "--separator",
+            "none", "--segments", "2", "--n-samples", "8", "--quiet", "--device", "cpu"]
+    assert main(base + ["--out", str(locked)]) == 2  # before the song is explained
+    err = capsys.readouterr().err
+    assert err.startswith(f"torchlime explain: error: could not write {locked}: ") and "(the --out folder)" in err
+    assert len(err.strip().splitlines()) == 1

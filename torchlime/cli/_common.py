@@ -10,8 +10,10 @@ import argparse
 import hashlib
 import importlib
 import json
+import os
 import re
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -54,6 +56,7 @@ __all__ = [
     "settings_fingerprint",
     "settings_differences",
     "show_setting",
+    "check_writable",
     "describe_os_error",
     "check_outputs",
     "write_outputs",
@@ -654,6 +657,24 @@ def show_setting(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}={v}" for k, v in value.items())
     return str(value)
+
+
+def check_writable(out: Path) -> None:
+    """Fail now, not after the first explanation, where the ``--out`` folder cannot be written
+    (created if missing; a temporary file is made and removed in it).
+
+    Raises:
+        WriteError: naming the folder (read-only, a file, no space for a file).
+    """
+    from .._atomic import TEMPORARY_MARK, WriteError
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=TEMPORARY_MARK, dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise WriteError(err.errno, f"{err.strerror or err} (the --out folder)", str(out)) from err
 
 
 def describe_os_error(err: OSError) -> str:

@@ -21,6 +21,7 @@ from ._common import (
     add_target_args,
     check_outputs,
     check_run_args,
+    check_writable,
     device_of,
     explain,
     explanation_settings,
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     options = song_options(args)
     out = Path(args.out)
     check_outputs(out / f"{song.name}.json", song.source, "metadata", "song_info")
+    check_writable(out)
     removed = remove_stale_temporary_files(out, started)
     if removed:
         print(f"removed {len(removed)} temporary file(s) an interrupted run left in {out}")

@@ -28,15 +28,15 @@ import hashlib
 import os
 import subprocess
 import sys
-import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .._atomic import TEMPORARY_MARK, WriteError, remove_stale_temporary_files
+from .._atomic import remove_stale_temporary_files
 from .._checks import check_int
 from ._common import (
     MODALITIES,
@@ -46,6 +46,7 @@ from ._common import (
     add_song_args,
     add_target_args,
     check_run_args,
+    check_writable,
     explain,
     explanation_settings,
     load_model_spec,
@@ -274,7 +275,7 @@ def _run(args: argparse.Namespace, rank: int, world: int, device: torch.device) 
     settings = explanation_settings(args, options)
     fingerprint = settings_fingerprint(settings)
     if rank == 0:
-        _check_writable(out)
+        check_writable(out)
         for folder in (out, options.cache_dir):
             removed = remove_stale_temporary_files(folder, started) if folder is not None else []
             if removed:
@@ -413,7 +414,9 @@ def _run(args: argparse.Namespace, rank: int, world: int, device: torch.device) 
 
     if aggregator is None:  # this process had nothing to aggregate: empty, typed states
         aggregator = make_aggregator(args, len(names) if names else spec.num_classes(device), names).to(device)
-    result = aggregator.compute()  # reduces over all processes
+    with warnings.catch_warnings():  # torchmetrics' "compute before update": empty states are meant here
+        warnings.filterwarnings("ignore", message=r".*compute.* was called before the ``update``")
+        result = aggregator.compute()  # reduces over all processes
     failures = _gather_lists(failures, world)
     counts = _gather_lists([(explained, len(previous))], world)
     if rank == 0:
@@ -439,21 +442,6 @@ def _run(args: argparse.Namespace, rank: int, world: int, device: torch.device) 
     return 1 if failures else 0
 
 
-def _check_writable(out: Path) -> None:
-    """Fail now, not after the first song, when ``out`` cannot be written.
-
-    Raises:
-        WriteError: naming the folder (read-only, not a folder, no space for a file).
-    """
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=TEMPORARY_MARK, dir=out)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        raise WriteError(err.errno, f"{err.strerror or err} (the --out folder)", str(out)) from err
-
-
 def _kept(err: OSError, out: Path, kept: int) -> OSError:
     """``err`` with what is kept and how to go on, for a run stopped by a file it could not write."""
     from ._common import describe_os_error
@@ -471,8 +459,11 @@ def _reason(err: BaseException) -> str:
 
 
 def _fail(failures: list[tuple[int, str]], row: ManifestRow, err: BaseException) -> None:
+    from tqdm.auto import tqdm
+
     failures.append((row.line, f"{row.id} (manifest line {row.line}): {_reason(err)}"))
-    print(f"error: song {row.id} (manifest line {row.line}): {_reason(err)}; going on", file=sys.stderr)
+    # through tqdm: a progress bar is cleared first and drawn again below the line
+    tqdm.write(f"error: song {row.id} (manifest line {row.line}): {_reason(err)}; going on", file=sys.stderr)
 
 
 def _song_info(row: ManifestRow, options: Any, model: str, settings: dict[str, Any], fingerprint: str
