@@ -454,7 +454,8 @@ def test_read_only_folders_from_the_start_and_a_missing_separator(dataset, full_
     locked = read_only(tmp_path / "locked")
     assert run(dataset, locked) == 2  # before any work
     err = capsys.readouterr().err
-    assert err.startswith(f"torchlime explain-dataset: error: could not write {locked}: ") and "(the --out folder)" in err
+    assert err.startswith(f"torchlime explain-dataset: error: could not write {locked}: ")
+    assert "(the --out folder)" in err
     assert len(err.strip().splitlines()) == 1, err
     assert main(["aggregate", str(full_run[1]), "--out", str(locked)]) == 2
     err = capsys.readouterr().err

@@ -632,8 +632,9 @@ def settings_fingerprint(settings: dict[str, Any]) -> str:
     """A short hash of ``settings`` (16 hex digits): equal settings, equal fingerprints.
 
     Example:
-        >>> settings_fingerprint({"n_samples": 64, "segments": 4}) == settings_fingerprint({"segments": 4, "n_samples": 64})
-        True
+        >>> a = settings_fingerprint({"n_samples": 64, "segments": 4})
+        >>> a == settings_fingerprint({"segments": 4, "n_samples": 64}), len(a)
+        (True, 16)
     """
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -643,7 +644,8 @@ def settings_differences(recorded: Any, current: dict[str, Any], ignore: Sequenc
     nothing is recorded. Keys in ``ignore`` are not compared.
 
     Example:
-        >>> settings_differences({"segments": 4, "n_samples": 64, "seed": 0}, {"segments": 2, "n_samples": 32, "seed": 0})
+        >>> settings_differences({"segments": 4, "n_samples": 64, "seed": 0},
+        ...                      {"segments": 2, "n_samples": 32, "seed": 0})
         ['segments 4 (now 2)', 'n_samples 64 (now 32)']
     """
     if not isinstance(recorded, dict):

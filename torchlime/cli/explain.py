@@ -95,4 +95,5 @@ def run(args: argparse.Namespace) -> int:
 def _song_info(args: argparse.Namespace, song: SongFiles, options: Any) -> dict[str, Any]:
     """What the JSON records of the song and the settings it was explained with."""
     settings = explanation_settings(args, options, stems=song.stems is not None)
-    return {**song.info(options, args.model), "settings": settings, "settings_fingerprint": settings_fingerprint(settings)}
+    return {**song.info(options, args.model), "settings": settings,
+            "settings_fingerprint": settings_fingerprint(settings)}

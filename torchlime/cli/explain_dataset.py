@@ -274,8 +274,8 @@ def _run(args: argparse.Namespace, rank: int, world: int, device: torch.device) 
     mine = rows[rank::world]
     settings = explanation_settings(args, options)
     fingerprint = settings_fingerprint(settings)
+    check_writable(out)  # every process: they all stop, none waits for the others
     if rank == 0:
-        check_writable(out)
         for folder in (out, options.cache_dir):
             removed = remove_stale_temporary_files(folder, started) if folder is not None else []
             if removed:
@@ -306,6 +306,8 @@ def _run(args: argparse.Namespace, rank: int, world: int, device: torch.device) 
         todo.append(row)
     other = _gather_lists(other, world)
     if other and not args.overwrite:
+        if rank:  # every process stops; rank 0 says why
+            return 2
         path, differ = other[0]
         more = f" (and {len(other) - 1} more song(s))" if len(other) > 1 else ""
         raise ValueError(f"expected --out {str(out)!r} to hold explanations made with this run's settings, got "
