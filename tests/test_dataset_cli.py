@@ -244,6 +244,18 @@ def test_manifest_with_a_byte_order_mark_and_stems_folders(tmp_path):
     (tmp_path / "latin1.csv").write_bytes("audio,lyrics\ncaf\xe9.wav,x.txt\n".encode("latin-1"))
     with pytest.raises(ValueError, match=r"expected UTF-8 text in the manifest .*latin1.csv"):
         read_manifest(tmp_path / "latin1.csv")
+    # a lyrics file with a BOM: the first line is the same line (one feature name) as without
+    from torchlime.cli._common import read_lyrics
+    from torchlime.music import LyricsFactorization
+
+    (tmp_path / "bom.txt").write_bytes("Hello there\nGeneral Kenobi\n".encode("utf-8-sig"))
+    (tmp_path / "plain.txt").write_text("Hello there\nGeneral Kenobi\n", encoding="utf-8")
+    assert read_lyrics(tmp_path / "bom.txt") == read_lyrics(tmp_path / "plain.txt") == "Hello there\nGeneral Kenobi\n"
+    assert LyricsFactorization(read_lyrics(tmp_path / "bom.txt")).feature_names == ["Hello there", "General Kenobi"]
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"expected UTF-8 text in the lyrics file '.*latin1.txt', got invalid "
+                                         r"continuation byte at byte 3 \(b'\\xe9'\); save it as UTF-8"):
+        read_lyrics(tmp_path / "latin1.txt")
 
 
 @pytest.mark.slow
