@@ -132,8 +132,9 @@ def song_seed(seed: int, song_id: str) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "explain-dataset", "explain every song of a CSV manifest, resumable; torchrun shards it",
                     "Explain every song of a CSV manifest (columns audio or stems, lyrics, optional id and label): "
-                    "<out>/<id>.json per song, written atomically; a rerun skips the songs already there; ends with "
-                    "<out>/global_importance.json and .png. Run it under torchrun, or with --nproc-per-node, to "
+                    "<out>/<id>.json per song, written atomically; a rerun skips the songs already there and refuses "
+                    "those made with other settings (see --overwrite); a failing song is listed at the end (exit "
+                    "1); ends with <out>/global_importance.json and .png. Run it under torchrun, or with --nproc-per-node, to "
                     "shard the songs over processes and GPUs.")
     p.add_argument("--manifest", required=True, metavar="CSV", help="CSV with columns audio (or stems), lyrics, optional id, label")
     p.add_argument("--model", required=True, metavar="MODULE:FACTORY", help="the model (see torchlime explain --help)")
