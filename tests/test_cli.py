@@ -1,6 +1,7 @@
 """The console script end to end: explain a song file with a local Open-Unmix checkpoint."""
 
 import json
+import shutil
 import textwrap
 
 import numpy as np
@@ -10,6 +11,7 @@ from torchlime.cli import main
 
 from .test_music_explainer import LYRICS, build_wordpiece
 from .test_separator import write_checkpoint
+from .test_dataset_cli import read_only  # noqa: F401 - a fixture
 
 FACTORY = '''
 import torch
@@ -319,8 +321,52 @@ def test_aggregate_keeps_saved_class_names(explained, song, capsys):
     (song / "windy.json").write_text(json.dumps(data))
     assert main(["aggregate", str(explained), str(song / "windy.json"), "--out", "agg5"]) == 2
     assert "expected one name per class in the explanations, got 'stormy' in" in capsys.readouterr().err
-    assert main(["aggregate", str(song / "exps")]) == 2
-    assert "is a folder (pass its files, e.g. folder/*.json)" in capsys.readouterr().err
+
+def test_aggregate_a_folder_decoding_errors_and_mixed_settings(explained, song, capsys):
+    """A folder aggregates its *.json files; a file that is not JSON text is named; two
+    explanations made with other settings are refused unless --mixed-settings."""
+    exps = song / "exps"
+    assert main(["aggregate", str(explained), "--out", "one"]) == 0
+    shutil.copy(song / "exps" / "song_label0.png", exps / "copy.png")  # not *.json: not taken
+    (exps / ".song.json.k2j3h4g5.torchlime-tmp.json").write_text("{")  # a write in progress: hidden, not taken
+    assert main(["aggregate", str(exps), "--out", "folder"]) == 0
+    assert "1 explanations aggregated" in capsys.readouterr().out
+    one, folder = (json.loads((song / d / "global_importance.json").read_text()) for d in ("one", "folder"))
+    assert folder == one and one["settings"] == json.loads(explained.read_text())["metadata"]["song_info"]["settings"]
+    recorded = json.loads(explained.read_text())["metadata"]["song_info"]
+    assert one["settings_fingerprints"] == [recorded["settings_fingerprint"]]
+    (song / "empty").mkdir()
+    assert main(["aggregate", str(song / "empty")]) == 2
+    assert f"got the folder '{song / 'empty'}', which holds no *.json file" in capsys.readouterr().err
+    shutil.copy(exps / "song_label0.png", song / "figure.json")
+    assert main(["aggregate", str(song / "figure.json")]) == 2
+    err = capsys.readouterr().err
+    assert (f"expected explanation JSON files, got '{song / 'figure.json'}', which is not UTF-8 text "
+            f"(byte b'\\x89' at 0") in err
+    assert len(err.strip().splitlines()) == 1
+    # the same song with 4 segments and 24 samples: the settings and their values are named
+    assert main(["explain", "--audio", "song.wav", "--lyrics", "song.txt", "--model", "my_model:factory", "--separator",
+                 "none", "--segments", "4", "--n-samples", "24", "--quiet", "--device", "cpu", "--out", "exps4",
+                 "--target", "1"]) == 0
+    capsys.readouterr()
+    assert main(["aggregate", str(explained), str(song / "exps4" / "song.json"), "--out", "mixed"]) == 2
+    err = capsys.readouterr().err
+    assert (f"expected explanations made with one set of settings, got {explained} and {song / 'exps4' / 'song.json'}, "
+            "which differ in segments (2 vs 4), n_samples (16 vs 24); pass --mixed-settings") in err
+    assert main(["aggregate", str(explained), str(song / "exps4" / "song.json"), "--out", "mixed",
+                 "--mixed-settings"]) == 2  # the aggregator itself refuses two segmentations
+    assert "segments" in capsys.readouterr().err
+    assert main(["explain", "--audio", "song.wav", "--lyrics", "song.txt", "--model", "my_model:factory", "--separator",
+                 "none", "--segments", "2", "--n-samples", "24", "--quiet", "--device", "cpu", "--out", "exps24",
+                 "--target", "1"]) == 0
+    other = song / "exps24" / "song.json"
+    assert main(["aggregate", str(explained), str(other), "--out", "mixed"]) == 2
+    assert "which differ in n_samples (16 vs 24)" in capsys.readouterr().err
+    assert main(["aggregate", str(explained), str(other), "--out", "mixed", "--mixed-settings"]) == 0
+    mixed = json.loads((song / "mixed" / "global_importance.json").read_text())
+    fingerprints = sorted(json.loads(p.read_text())["metadata"]["song_info"]["settings_fingerprint"]
+                          for p in (explained, other))
+    assert mixed["settings"] is None and mixed["settings_fingerprints"] == fingerprints and len(set(fingerprints)) == 2
 
 
 def test_evaluate_an_explanation_reads_its_song_and_model(explained, song, capsys):
@@ -336,3 +382,35 @@ def test_evaluate_an_explanation_reads_its_song_and_model(explained, song, capsy
     assert main(["evaluate", "--explanation", str(explained), "--segments", "3", "--seeds", "0", "--quiet",
                  "--device", "cpu", "--out", "metrics"]) == 2
     assert "expected the audio factorization to have the 2 audio features of" in capsys.readouterr().err
+
+
+def test_memory_budget_changes_the_calls_not_the_explanation(song, monkeypatch, capsys):
+    monkeypatch.chdir(song)
+    base = ["explain", "--audio", "song.wav", "--lyrics", "song.txt", "--model", "my_model:factory", "--separator",
+            "none", "--segments", "2", "--n-samples", "16", "--perturbations-per-eval", "16", "--quiet", "--device",
+            "cpu"]
+    assert main(base + ["--out", "plain"]) == 0
+    assert main(base + ["--out", "budget", "--memory-budget", "300K"]) == 0  # 2 s at 16 kHz: 125 KiB a sample
+    plain, budget = (json.loads((song / d / "song.json").read_text()) for d in ("plain", "budget"))
+    assert plain["metadata"]["explanation_params"]["samples_per_call"] == 16
+    assert 1 <= budget["metadata"]["explanation_params"]["samples_per_call"] <= 2
+    for label, entry in plain["explanations"].items():
+        assert budget["explanations"][label]["weights"] == pytest.approx(entry["weights"], rel=1e-4, abs=1e-6)
+    fingerprint = [d["metadata"]["song_info"]["settings_fingerprint"] for d in (plain, budget)]
+    assert fingerprint[0] == fingerprint[1]  # the budget is not a setting that counts
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(base + ["--memory-budget", "lots"])
+    assert exit_info.value.code == 2
+    assert "expected a number of bytes such as 2G, 500M or 1000000 (> 0), got 'lots'" in capsys.readouterr().err
+
+
+def test_explain_into_a_folder_that_cannot_be_written(song, monkeypatch, capsys, read_only):
+    monkeypatch.chdir(song)
+    locked = read_only(song / "locked")
+    base = ["explain", "--audio", "song.wav", "--lyrics", "song.txt", "--model", "my_model:factory", "--separator",
+            "none", "--segments", "2", "--n-samples", "8", "--quiet", "--device", "cpu"]
+    assert main(base + ["--out", str(locked)]) == 2  # before the song is explained
+    err = capsys.readouterr().err
+    assert err.startswith(f"torchlime explain: error: could not write {locked}: ") and "(the --out folder)" in err
+    assert len(err.strip().splitlines()) == 1

@@ -33,6 +33,8 @@ def factory(device):
     tokenizer = AutoTokenizer.from_pretrained({tok!r})
     words = tokenizer.convert_tokens_to_ids(["thunder", "night", "rain"])
     crash_after = int(os.environ.get("CRASH_AFTER_CALLS", "0"))
+    # a word that makes the model return NaN (one song's lyrics have it)
+    nan_word = tokenizer.convert_tokens_to_ids(os.environ["NAN_WORD"]) if os.environ.get("NAN_WORD") else None
 
     def forward(audio, input_ids, attention_mask):
         CALLS[0] += 1
@@ -41,7 +43,11 @@ def factory(device):
         T = audio.shape[-1]
         energy = torch.stack([audio[:, 0, i * T // 4 : (i + 1) * T // 4].pow(2).mean(-1) for i in range(4)], 1)
         counts = torch.stack([((input_ids == w) & attention_mask.bool()).sum(-1).float() for w in words], 1)
-        return torch.stack([4 * energy[:, 1] + counts[:, 0], energy[:, 3] + counts[:, 1], counts[:, 2] + 0.3], 1)
+        out = torch.stack([4 * energy[:, 1] + counts[:, 0], energy[:, 3] + counts[:, 1], counts[:, 2] + 0.3], 1)
+        if nan_word is not None:
+            poisoned = ((input_ids == nan_word) & attention_mask.bool()).any(-1)
+            out = torch.where(poisoned[:, None], torch.full_like(out, float("nan")), out)
+        return out
 
     return dict(forward=forward, sample_rate=16000, tokenizer=tokenizer, max_length=64,
                 labels=["storm", "night", "rain"], apply_softmax=True)
@@ -212,7 +218,7 @@ def test_manifest_errors(tmp_path):
 
 def test_aggregate_errors(tmp_path, capsys):
     assert main(["aggregate", str(tmp_path / "none.json")]) == 2
-    assert "expected explanation JSON files, got" in capsys.readouterr().err
+    assert "expected explanation JSON files (or folders of them), got" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text('{"metadata": {}}')
     assert main(["aggregate", str(tmp_path / "bad.json")]) == 2
     assert "bad.json: expected torchlime's explanation JSON" in capsys.readouterr().err
@@ -238,6 +244,18 @@ def test_manifest_with_a_byte_order_mark_and_stems_folders(tmp_path):
     (tmp_path / "latin1.csv").write_bytes("audio,lyrics\ncaf\xe9.wav,x.txt\n".encode("latin-1"))
     with pytest.raises(ValueError, match=r"expected UTF-8 text in the manifest .*latin1.csv"):
         read_manifest(tmp_path / "latin1.csv")
+    # a lyrics file with a BOM: the first line is the same line (one feature name) as without
+    from torchlime.cli._common import read_lyrics
+    from torchlime.music import LyricsFactorization
+
+    (tmp_path / "bom.txt").write_bytes("Hello there\nGeneral Kenobi\n".encode("utf-8-sig"))
+    (tmp_path / "plain.txt").write_text("Hello there\nGeneral Kenobi\n", encoding="utf-8")
+    assert read_lyrics(tmp_path / "bom.txt") == read_lyrics(tmp_path / "plain.txt") == "Hello there\nGeneral Kenobi\n"
+    assert LyricsFactorization(read_lyrics(tmp_path / "bom.txt")).feature_names == ["Hello there", "General Kenobi"]
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"expected UTF-8 text in the lyrics file '.*latin1.txt', got invalid "
+                                         r"continuation byte at byte 3 \(b'\\xe9'\); save it as UTF-8"):
+        read_lyrics(tmp_path / "latin1.txt")
 
 
 @pytest.mark.slow
@@ -266,3 +284,218 @@ def test_songs_grouped_by_their_predicted_class_equal_one_by_one(dataset, tmp_pa
         predicted.add(a.labels[0])
         torch.testing.assert_close(a.weights, b.weights, rtol=1e-4, atol=1e-6)  # forward calls of another size
     assert len(predicted) > 1  # songs of several classes were grouped apart
+
+
+# -- resuming with other settings, failing songs, write errors, leftovers -------------------------
+
+
+def snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.json"))}
+
+
+def test_a_rerun_with_other_settings_is_refused_and_overwrite_replaces(dataset, full_run, tmp_path, monkeypatch,
+                                                                       capsys):
+    monkeypatch.chdir(dataset)
+    out = tmp_path / "out"
+    shutil.copytree(full_run[1], out)
+    before = snapshot(out)
+    recorded = json.loads((out / "song0.json").read_text())["metadata"]["song_info"]
+    assert recorded["settings"]["n_samples"] == 16 and recorded["settings"]["target"] == "all"
+    assert len(recorded["settings_fingerprint"]) == 16
+    capsys.readouterr()
+    # other settings: refused before any work, naming the file and what differs; nothing changes
+    assert run(dataset, out, "--n-samples", "8", "--segments", "2") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"torchlime explain-dataset: error: expected --out '{out}' to hold explanations made with "
+                          f"this run's settings, got {out / 'song0.json'} (and 4 more song(s)) made with segments 4 "
+                          f"(now 2), n_samples 16 (now 8), target all (now ['predicted']); pass --overwrite"), err
+    assert len(err.strip().splitlines()) == 1 and snapshot(out) == before
+    # settings that do not change an explanation: everything is skipped
+    assert run(dataset, out, "--target", "all", "--perturbations-per-eval", "5", "--songs-per-batch", "3",
+               "--memory-budget", "64M") == 1  # the missing file
+    assert "5 already explained in" in capsys.readouterr().out
+    assert {k: v for k, v in snapshot(out).items() if k != "global_importance.json"} == {
+        k: v for k, v in before.items() if k != "global_importance.json"}
+    # --overwrite: those songs again, with the new settings, and an aggregate of those only
+    assert run(dataset, out, "--n-samples", "8", "--segments", "2", "--overwrite") == 1
+    printed = capsys.readouterr().out
+    assert "0 already explained" in printed and "(5 made with other settings, explained again: --overwrite)" in printed
+    fingerprints = {json.loads((out / f"song{i}.json").read_text())["metadata"]["song_info"]["settings_fingerprint"]
+                    for i in range(5)}
+    aggregate = load_global(out / "global_importance.json")
+    assert fingerprints == set(aggregate["settings_fingerprints"]) and len(fingerprints) == 1
+    assert fingerprints != {recorded["settings_fingerprint"]}
+    assert aggregate["settings"]["n_samples"] == 8 and aggregate["settings"]["segments"] == 2
+    # and a resume of that run is a resume
+    assert run(dataset, out, "--n-samples", "8", "--segments", "2") == 1
+    assert "5 already explained in" in capsys.readouterr().out
+
+
+def test_a_song_that_fails_in_a_group_fails_alone(dataset, tmp_path, monkeypatch, capsys):
+    """song3's lyrics make the model return NaN: its group (song2, song3) is explained again
+    song by song, song3 alone fails (named, listed at the end, exit 1), the others are kept."""
+    monkeypatch.chdir(dataset)
+    monkeypatch.setenv("NAN_WORD", "burning")
+    sys.modules.pop("ds_model", None)
+    out = tmp_path / "out"
+    try:
+        rc = run(dataset, out, "--songs-per-batch", "2")
+    finally:
+        sys.modules.pop("ds_model", None)
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert sorted(p.name for p in out.glob("song*.json")) == [f"song{i}.json" for i in (0, 1, 2, 4)]
+    listed = [line.strip() for line in err.split("2 song(s) failed:")[1].strip().splitlines()]
+    assert listed[0].startswith("song3 (manifest line 5): ") and "song 'song3'" in listed[0], err
+    assert "NaN" in listed[0] or "nan" in listed[0], err
+    assert listed[1].startswith("ghost (manifest line 7)")
+    assert "Traceback" not in err
+    # the others are what they are alone
+    alone = tmp_path / "alone"
+    assert run(dataset, alone, "--songs-per-batch", "1") == 1
+    for i in (0, 1, 2, 4):
+        a, b = (Explanation.load_json(d / f"song{i}.json") for d in (out, alone))
+        torch.testing.assert_close(a.weights, b.weights, rtol=1e-4, atol=1e-6)
+
+
+@pytest.fixture()
+def read_only():
+    """Make a folder read-only, for root too (chattr +i), and writable again afterwards."""
+    made = []
+
+    def make(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            if not shutil.which("chattr") or subprocess.run(["chattr", "+i", str(folder)]).returncode:
+                pytest.skip("running as root without chattr +i: no read-only folder to test with")
+        else:
+            folder.chmod(0o555)
+        made.append(folder)
+        try:
+            (folder / "probe").touch()
+        except OSError:
+            return folder
+        pytest.skip(f"could not make {folder} read-only")
+
+    yield make
+    for folder in made:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(folder)])
+        else:
+            folder.chmod(0o755)
+
+
+def patched_writer(monkeypatch, after_writes):
+    """Explanation.save_json's atomic writer: ``after_writes(n, path)`` is called once the
+    n-th file is written (and may raise inside the write, as a full disk would)."""
+    import torchlime.music._explanation as explanation_module
+    from torchlime._atomic import atomic_write
+
+    count = [0]
+
+    def writer(path, write, mode="w"):
+        def inner(f):
+            after_writes(count[0] + 1, path, before=True)
+            write(f)
+
+        result = atomic_write(path, inner, mode)
+        count[0] += 1
+        after_writes(count[0], path, before=False)
+        return result
+
+    monkeypatch.setattr(explanation_module, "atomic_write", writer)
+
+
+def error_line(err):
+    """The run's one error line (the last; a missing song file is reported before it)."""
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert all(line.startswith("error: song ghost") for line in lines[:-1]), err
+    return lines[-1]
+
+
+def assert_kept(out, kept):
+    assert sorted(p.name for p in out.glob("song*.json")) == [f"song{i}.json" for i in range(kept)]
+    for i in range(kept):
+        Explanation.load_json(out / f"song{i}.json")  # whole files
+    assert not list(out.glob(".*"))  # no temporary file left
+
+
+def test_a_full_disk_stops_the_run_in_one_line_and_loses_nothing(dataset, tmp_path, monkeypatch, capsys):
+    import errno
+
+    monkeypatch.chdir(dataset)
+    out = tmp_path / "out"
+
+    def full_disk(n, path, before):
+        if before and n == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    patched_writer(monkeypatch, full_disk)
+    assert run(dataset, out) == 2
+    assert error_line(capsys.readouterr().err) == (
+        f"torchlime explain-dataset: error: could not write {out / 'song2.json'}: No space left on device; the 2 "
+        f"explanation(s) in {out} are kept: make room or fix the folder's permissions and rerun the same command to "
+        f"resume")
+    assert_kept(out, 2)
+    monkeypatch.undo()
+    monkeypatch.chdir(dataset)
+    assert run(dataset, out) == 1  # resumed: the missing file only
+    assert "2 already explained" in capsys.readouterr().out
+
+
+def test_a_folder_turned_read_only_after_the_first_song(dataset, tmp_path, monkeypatch, capsys, read_only):
+    monkeypatch.chdir(dataset)
+    out = tmp_path / "out"
+
+    def lock(n, path, before):
+        if not before and n == 1:
+            read_only(out)
+
+    patched_writer(monkeypatch, lock)
+    assert run(dataset, out) == 2
+    line = error_line(capsys.readouterr().err)
+    assert line.startswith(f"torchlime explain-dataset: error: could not write {out / 'song1.json'}: "), line
+    assert "the 1 explanation(s) in" in line and "rerun the same command to resume" in line
+    assert_kept(out, 1)
+
+
+def test_read_only_folders_from_the_start_and_a_missing_separator(dataset, full_run, tmp_path, monkeypatch, capsys,
+                                                                  read_only):
+    monkeypatch.chdir(dataset)
+    locked = read_only(tmp_path / "locked")
+    assert run(dataset, locked) == 2  # before any work
+    err = capsys.readouterr().err
+    assert err.startswith(f"torchlime explain-dataset: error: could not write {locked}: ")
+    assert "(the --out folder)" in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert main(["aggregate", str(full_run[1]), "--out", str(locked)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"torchlime aggregate: error: could not write {locked / 'global_importance.json'}: ")
+    assert len(err.strip().splitlines()) == 1
+    args = ["explain-dataset", "--manifest", str(dataset / "songs.csv"), "--model", "ds_model:factory",
+            "--separator", str(tmp_path / "no_such_folder"), "--out", str(tmp_path / "out"), "--quiet"]
+    assert main(args) == 2
+    line = error_line(capsys.readouterr().err)
+    assert line.startswith("torchlime explain-dataset: error: expected a published Open-Unmix model name")
+    assert line.endswith(f"got '{tmp_path / 'no_such_folder'}', which does not exist")
+
+
+def test_temporary_files_an_interrupted_run_left_are_removed(dataset, full_run, tmp_path, monkeypatch, capsys):
+    import time
+
+    monkeypatch.chdir(dataset)
+    out = tmp_path / "out"
+    shutil.copytree(full_run[1], out)
+    old = [out / ".song5.json.k2j3h4g5.torchlime-tmp.json", out / ".global_importance.png.ab_cd123.torchlime-tmp.png",
+           out / ".song6.json.x1y2z3w4.json"]  # the last: named as before the mark
+    young = out / ".song7.json.q1w2e3r4.torchlime-tmp.json"  # maybe another run's write in progress
+    theirs = [out / ".notes.json", out / ".config.abcdefgh"]  # not ours
+    for path in old + [young] + theirs:
+        path.write_text("{")
+    hour_ago = time.time() - 3600
+    for path in old + theirs:
+        os.utime(path, (hour_ago, hour_ago))
+    assert run(dataset, out, "--target", "all") == 1
+    assert f"removed 3 temporary file(s) an interrupted run left in {out}" in capsys.readouterr().out
+    assert not any(p.exists() for p in old) and young.exists() and all(p.exists() for p in theirs)

@@ -512,3 +512,85 @@ def test_a_byte_order_mark_is_not_part_of_the_first_line(loaded):
     assert all(torch.equal(a, b) for a, b in zip(bom.compose(masks), plain.compose(masks)))
     words = LyricsFactorization("\ufeffhello hello", unit="word")
     assert words.units == ["hello"] and words.texts(torch.ones(1, 1)) == ["hello hello"]
+
+
+# -- the fast path's check and long lyrics --------------------------------------------------
+
+
+def merging_unigram_tokenizer():
+    """A Unigram tokenizer with no pre-tokenizer and one token, "x\\nz", that only forms
+    when the line between x and z is removed: the whole text tokenizes as its pieces do, so
+    only the check on perturbed texts can tell that the fast path is not exact."""
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("x", -2.0), ("y", -2.0), ("z", -2.0), ("\n", -2.0),
+             ("x\nz", -1.0)]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=2))
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+
+
+def test_the_check_catches_a_merge_only_a_removed_unit_makes():
+    tok = merging_unigram_tokenizer()
+    assert tok(["x\ny\nz"], add_special_tokens=False)["input_ids"] == [[3, 6, 4, 6, 5]]  # no merge in the song
+    assert tok(["x\nz"], add_special_tokens=False)["input_ids"] == [[7]]  # y removed: one token
+    f = LyricsFactorization("x\ny\nz", tok)
+    assert not f.fast
+    assert f.exact_reason.startswith("re-tokenizing a perturbed text gives tokens the original does not")
+    masks = torch.tensor([[1, 0, 1], [1, 1, 1], [0, 1, 1]])
+    assert_same_as_tokenizer(f, tok, f.texts(masks), masks, None, "longest")
+    # a longer song: x and z three lines apart meet when every third line is kept alone
+    g = LyricsFactorization("x\ny\ny\nz\ny", tok)
+    assert not g.fast and "re-tokenizing a perturbed text" in g.exact_reason
+
+
+class CountingTokenizer:
+    """A tokenizer proxy that records the characters of every call (the work it is given)."""
+
+    def __init__(self, tok):
+        self.tok, self.calls = tok, []
+
+    def __call__(self, texts, **kwargs):
+        self.calls.append(sum(len(t) for t in texts))
+        return self.tok(texts, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.tok, name)
+
+
+def long_lyrics(lines):
+    return "\n".join(f"{CORPUS[i % len(CORPUS)]} ({i})" if i % 7 else CORPUS[i % len(CORPUS)] for i in range(lines))
+
+
+@pytest.mark.parametrize("name, unit", [("wordpiece", "line"), ("wordpiece", "word"), ("bpe", "line")])
+def test_long_lyrics_check_grows_linearly(loaded, name, unit):
+    """The check tokenizes a few times the lyrics in three calls, whatever their length (it
+    was every unit off one by one: 2,000 lines took 75 s and 3 GB); a 2,000-line song then
+    composes the same ids as the tokenizer."""
+    for lines in [40, 2000]:
+        tok = CountingTokenizer(loaded[name])
+        f = LyricsFactorization(long_lyrics(lines), tok, unit=unit, max_length=64)
+        assert f.fast, f.exact_reason
+        assert len(tok.calls) == 3
+        # the pieces and the whole text (2x), the checked masks (about 5.5x; words keep every
+        # separator in every mask, about 7x), three of them padded (1x, words 2.5x)
+        assert sum(tok.calls) <= (9 if unit == "line" else 12) * len(f.base_text), sum(tok.calls) / len(f.base_text)
+    masks = random_masks(f.num_features, n=6, seed=1)
+    assert_same_as_tokenizer(f, loaded[name], f.texts(masks), masks, 64, "longest")
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("max_length, padding", [(None, "longest"), (40, "longest"), (40, "max_length")])
+def test_exact_path_tokenizes_long_batches_in_groups(saved_tokenizers, monkeypatch, side, max_length, padding):
+    """The exact path hands the tokenizer at most _TOKENIZE_CHARS characters per call (its
+    memory per token is many times the output's) and pads the groups as one call would."""
+    from torchlime.music import _lyrics
+
+    monkeypatch.setattr(_lyrics, "_TOKENIZE_CHARS", 300)
+    tok = AutoTokenizer.from_pretrained(saved_tokenizers["bpe"])
+    tok.padding_side = side
+    counting = CountingTokenizer(tok)
+    f = LyricsFactorization(LYRICS, counting, unit="word", max_length=max_length, padding=padding)
+    assert not f.fast
+    masks = random_masks(f.num_features, n=24, seed=8)
+    counting.calls.clear()
+    assert_same_as_tokenizer(f, tok, f.texts(masks), masks, max_length, padding)
+    assert len(counting.calls) > 3 and max(counting.calls) <= 300 + len(f.base_text)

@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from . import aggregate, demo, evaluate, explain, explain_dataset, separator
-from ._common import ModelSpec, load_model_spec, prepare_song, read_audio
+from ._common import ModelSpec, describe_os_error, load_model_spec, prepare_song, read_audio
 
 __all__ = ["main", "build_parser", "ModelSpec", "load_model_spec", "read_audio", "prepare_song"]
 
@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``torchlime`` console script.
 
     Returns the exit status: 0, 1 (explain-dataset: some songs failed), 2 (an error, printed
-    as one line), 130 (interrupted with Ctrl-C).
+    as one line: a bad option or input file, a file that cannot be read or written, such as
+    a read-only folder or a full disk), 130 (interrupted with Ctrl-C).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -45,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\ntorchlime {args.command}: interrupted", file=sys.stderr)
         return 130
-    # ImportError: a missing or broken extra; OSError: a file that cannot be written or read
-    except (ValueError, RuntimeError, ImportError, OSError) as err:
+    # OSError: a file that cannot be read or written (a read-only folder, a full disk), named
+    except OSError as err:
+        print(f"torchlime {args.command}: error: {describe_os_error(err)}", file=sys.stderr)
+        return 2
+    # ImportError: a missing or broken extra
+    except (ValueError, RuntimeError, ImportError) as err:
         print(f"torchlime {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -7,10 +7,13 @@ Nothing here imports :mod:`torchlime.music` at import time: the console script m
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
 import json
+import os
 import re
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -46,6 +49,15 @@ __all__ = [
     "target_spec",
     "choose_targets",
     "explain",
+    "parse_bytes",
+    "SETTINGS_THAT_COUNT",
+    "cli_kernel",
+    "explanation_settings",
+    "settings_fingerprint",
+    "settings_differences",
+    "show_setting",
+    "check_writable",
+    "describe_os_error",
     "check_outputs",
     "write_outputs",
     "shorten",
@@ -381,6 +393,10 @@ def add_run_args(p: Any, *, device_help: str = "cuda when available, else cpu") 
                    help="perturbations per forward call of the model (memory vs speed)")
     add_deprecated_alias(p, "--batch-size", "--perturbations-per-eval", "perturbations_per_eval", type=int)
     p.add_argument("--seed", type=int, default=0, metavar="INT", help="seed of the perturbation masks")
+    p.add_argument("--memory-budget", type=parse_bytes, default=None, metavar="BYTES",
+                   help="bytes the composed audio and tokens of one forward call may take, such as 2G or 500M; a "
+                        "call gets fewer perturbations when they would not fit, which changes no result (default: a "
+                        "quarter of the free memory of the device)")
     p.add_argument("--device", default=None, help=f"torch device (default: {device_help})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -527,13 +543,155 @@ def choose_targets(prediction: torch.Tensor, asked: list[int] | str | None) -> l
 def explain(explainer: Any, audio: Any, lyrics: Any, target: Sequence[int | str] | str, *, n_samples: int,
             num_features: int, generator: Any, perturbations_per_eval: int, modality: str = "both",
             feature_selection: str = "auto", show_progress: bool = False, song_info: Any = None,
-            songs_per_batch: int = 1) -> Any:
+            songs_per_batch: int = 1, memory_budget: int | None = None) -> Any:
     """The one call of ``MusicLime.explain`` in the CLI (one song, or lists of songs)."""
     return explainer.explain(
         audio, lyrics, target=target, n_samples=n_samples, modality=modality, num_features=num_features,
         feature_selection=feature_selection, generator=generator, perturbations_per_eval=perturbations_per_eval,
         show_progress=show_progress, song_info=song_info, songs_per_batch=songs_per_batch,
+        memory_budget=memory_budget,
     )
+
+
+_BYTES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_bytes(text: str) -> int:
+    """``--memory-budget``: bytes, or with a K, M, G or T suffix (powers of 1024).
+
+    Example:
+        >>> parse_bytes("2G"), parse_bytes("500m"), parse_bytes("4096")
+        (2147483648, 524288000, 4096)
+
+    Raises:
+        argparse.ArgumentTypeError: anything else (argparse prints it as a usage error).
+    """
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", str(text), flags=re.IGNORECASE)
+    value = int(float(match[1]) * _BYTES[match[2].lower()]) if match else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of bytes such as 2G, 500M or 1000000 (> 0), got {text!r}")
+    return value
+
+
+# -- the settings of an explanation -------------------------------------------------------------
+
+#: The settings that change an explanation, recorded in each one (``song_info.settings``)
+#: and compared when a run resumes into a folder or explanations are aggregated.
+SETTINGS_THAT_COUNT = ("model", "separator", "segments", "unit", "keep_residual", "modality", "n_samples",
+                       "num_features", "feature_selection", "seed", "target", "kernel")
+
+
+def cli_kernel() -> dict[str, Any]:
+    """The kernel of the CLI's explainer: :class:`~torchlime.music.MusicLime`'s defaults (the
+    CLI sets none), known without loading the model."""
+    from ..music import MusicLime
+
+    return dict(MusicLime(lambda *inputs: None).kernel_parameters)
+
+
+def explanation_settings(args: argparse.Namespace, options: SongOptions, *, stems: bool = False) -> dict[str, Any]:
+    """What a run's explanations are made with, as JSON types: :data:`SETTINGS_THAT_COUNT`.
+
+    These change an explanation's numbers or meaning: the model; the features (separator,
+    segments, lyric unit, residual, modality); the surrogate (``n_samples`` perturbations,
+    the ``num_features`` kept, the feature selection, the kernel); the masks (``--seed``,
+    from which each song's seed is derived); which classes are explained (``--target``).
+    What does not change them is left out: the device, ``--perturbations-per-eval``,
+    ``--songs-per-batch`` and ``--memory-budget`` (how perturbations are grouped into
+    forward calls: the same masks give the same explanation, up to float rounding), the
+    stems cache, progress bars, the number of processes, and the aggregation options (the
+    aggregate is recomputed from the songs on every run). ``separator`` is None where the
+    run separates nothing (``explain --stems``); a song of a manifest given as stem files
+    records its run's separator, which is not compared for it.
+
+    Example:
+        >>> import argparse
+        >>> args = argparse.Namespace(model="m:f", modality="both", n_samples=64, num_features=20, seed=0,
+        ...                           target=None)
+        >>> settings = explanation_settings(args, SongOptions(separator="none", segments=4))
+        >>> settings["segments"], settings["target"], settings["kernel"]["kernel_width"]
+        (4, ['predicted'], 25.0)
+    """
+    return {
+        "model": args.model,
+        "separator": None if stems else options.separator_name,
+        "segments": options.segments,
+        "unit": options.unit,
+        "keep_residual": options.keep_residual,
+        "modality": args.modality,
+        "n_samples": args.n_samples,
+        "num_features": args.num_features,
+        "feature_selection": "auto",
+        "seed": args.seed,
+        "target": target_spec(parse_targets(args.target)),
+        "kernel": cli_kernel(),
+    }
+
+
+def settings_fingerprint(settings: dict[str, Any]) -> str:
+    """A short hash of ``settings`` (16 hex digits): equal settings, equal fingerprints.
+
+    Example:
+        >>> a = settings_fingerprint({"n_samples": 64, "segments": 4})
+        >>> a == settings_fingerprint({"segments": 4, "n_samples": 64}), len(a)
+        (True, 16)
+    """
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def settings_differences(recorded: Any, current: dict[str, Any], ignore: Sequence[str] = ()) -> list[str]:
+    """The settings that differ, as ``"segments 4 (now 2)"``; one line saying so when
+    nothing is recorded. Keys in ``ignore`` are not compared.
+
+    Example:
+        >>> settings_differences({"segments": 4, "n_samples": 64, "seed": 0},
+        ...                      {"segments": 2, "n_samples": 32, "seed": 0})
+        ['segments 4 (now 2)', 'n_samples 64 (now 32)']
+    """
+    if not isinstance(recorded, dict):
+        return ["no recorded settings (written by an older torchlime or another command)"]
+    return [f"{key} {show_setting(recorded.get(key, 'unrecorded'))} (now {show_setting(value)})"
+            for key, value in current.items() if key not in ignore and recorded.get(key, "unrecorded") != value]
+
+
+def show_setting(value: Any) -> str:
+    """A setting's value in a message: a dict (the kernel) as ``key=value, ...``."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+def check_writable(out: Path) -> None:
+    """Fail now, not after the first explanation, where the ``--out`` folder cannot be written
+    (created if missing; a temporary file is made and removed in it).
+
+    Raises:
+        WriteError: naming the folder (read-only, a file, no space for a file).
+    """
+    from .._atomic import TEMPORARY_MARK, WriteError
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", suffix=TEMPORARY_MARK, dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise WriteError(err.errno, f"{err.strerror or err} (the --out folder)", str(out)) from err
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line for a failed read or write: the file and why, without Python's ``[Errno n]``.
+
+    Example:
+        >>> describe_os_error(PermissionError(13, "Permission denied", "out/song.json"))
+        'out/song.json: Permission denied'
+    """
+    from .._atomic import WriteError
+
+    if isinstance(err, WriteError):
+        return str(err)
+    reason = err.strerror or str(err)
+    return f"{err.filename}: {reason}" if err.filename else reason
 
 
 # -- outputs ------------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     exp = explain(
         spec.explainer(), audio, lyrics, target_spec(asked), n_samples=args.n_samples, num_features=args.num_features,
         generator=torch.Generator(device).manual_seed(args.seed), perturbations_per_eval=args.perturbations_per_eval,
-        show_progress=not args.quiet, song_info=info,
+        show_progress=not args.quiet, song_info=info, memory_budget=args.memory_budget,
     )
     elapsed = time.perf_counter() - start
     print(f"Demo song {args.song_seed} (true label {args.label}); explained in {elapsed:.2f} s "

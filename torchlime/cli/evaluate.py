@@ -173,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     def explain_with(generator: torch.Generator) -> Any:
         return explain(explainer, audio, lyrics, labels, generator=generator,
                        perturbations_per_eval=args.perturbations_per_eval, show_progress=not args.quiet,
-                       song_info=info, **settings)
+                       song_info=info, memory_budget=args.memory_budget, **settings)
 
     start = time.perf_counter()
     if exp is None:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
+from typing import Any
 
 import torch
+
+from .._atomic import remove_stale_temporary_files
 
 from ._common import (
     DEMO_FACTORY,
@@ -17,14 +21,17 @@ from ._common import (
     add_target_args,
     check_outputs,
     check_run_args,
+    check_writable,
     device_of,
     explain,
+    explanation_settings,
     load_model_spec,
     make_separator,
     parse_targets,
     target_spec,
     prepare_song,
     print_top,
+    settings_fingerprint,
     song_options,
     write_outputs,
 )
@@ -53,6 +60,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    started = time.time()
     check_run_args(args)
     asked = parse_targets(args.target)
     song = SongFiles(lyrics=Path(args.lyrics), audio=Path(args.audio) if args.audio else None,
@@ -63,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
     options = song_options(args)
     out = Path(args.out)
     check_outputs(out / f"{song.name}.json", song.source, "metadata", "song_info")
+    check_writable(out)
+    removed = remove_stale_temporary_files(out, started)
+    if removed:
+        print(f"removed {len(removed)} temporary file(s) an interrupted run left in {out}")
     device = device_of(args)
     separator = make_separator(options, device, args.quiet) if song.stems is None else None
     spec = load_model_spec(args.model, device)
@@ -71,10 +83,17 @@ def run(args: argparse.Namespace) -> int:
         spec.explainer(), audio, lyrics, target_spec(asked), n_samples=args.n_samples, modality=args.modality,
         num_features=args.num_features, generator=torch.Generator(device).manual_seed(args.seed),
         perturbations_per_eval=args.perturbations_per_eval, show_progress=not args.quiet,
-        song_info=song.info(options, args.model),
+        song_info=_song_info(args, song, options), memory_budget=args.memory_budget,
     )
     targets = list(exp.labels)
     print_top(exp, targets, spec.label_names)
     for path in write_outputs(exp, out, song.name, targets, spec.label_names):
         print(f"wrote {path}")
     return 0
+
+
+def _song_info(args: argparse.Namespace, song: SongFiles, options: Any) -> dict[str, Any]:
+    """What the JSON records of the song and the settings it was explained with."""
+    settings = explanation_settings(args, options, stems=song.stems is not None)
+    return {**song.info(options, args.model), "settings": settings,
+            "settings_fingerprint": settings_fingerprint(settings)}

@@ -7,6 +7,17 @@ a rerun after a crash redoes no finished song), and ends with the global importa
 all songs (``<out>/global_importance.json`` and ``.png``). Under ``torchrun`` (or with
 ``--nproc-per-node``) every process takes the songs ``rank::world_size`` on its own device
 and the aggregate is reduced with torchmetrics' sync over ``torch.distributed``.
+
+A resumed run only keeps explanations made with its own settings
+(:func:`~torchlime.cli._common.explanation_settings`: the model, the features, the
+surrogate, the seed and the targets; not the device or how forward calls are batched),
+which each song's JSON records with their fingerprint: a folder holding songs made with
+other settings is refused, naming the settings and the file, unless ``--overwrite`` asks
+to explain those songs again. A song that fails (a NaN from the model, a file that cannot
+be read) is listed at the end (exit status 1) and the others go on; a group of
+``--songs-per-batch`` songs that fails is explained again song by song, so only the
+failing song fails. A file that cannot be written (a read-only folder, a full disk) stops
+the run with one line; the explanations already written stay, and a rerun resumes.
 """
 
 from __future__ import annotations
@@ -18,12 +29,14 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .._atomic import remove_stale_temporary_files
 from .._checks import check_int
 from ._common import (
     MODALITIES,
@@ -33,13 +46,17 @@ from ._common import (
     add_song_args,
     add_target_args,
     check_run_args,
+    check_writable,
     explain,
+    explanation_settings,
     load_model_spec,
     make_separator,
     parse_targets,
-    target_spec,
     prepare_song,
+    settings_differences,
+    settings_fingerprint,
     song_options,
+    target_spec,
 )
 from .aggregate import GLOBAL_NAME, add_aggregation_args, make_aggregator, write_global
 
@@ -115,8 +132,9 @@ def song_seed(seed: int, song_id: str) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "explain-dataset", "explain every song of a CSV manifest, resumable; torchrun shards it",
                     "Explain every song of a CSV manifest (columns audio or stems, lyrics, optional id and label): "
-                    "<out>/<id>.json per song, written atomically; a rerun skips the songs already there; ends with "
-                    "<out>/global_importance.json and .png. Run it under torchrun, or with --nproc-per-node, to "
+                    "<out>/<id>.json per song, written atomically; a rerun skips the songs already there and refuses "
+                    "those made with other settings (see --overwrite); a failing song is listed at the end (exit "
+                    "1); ends with <out>/global_importance.json and .png. Run it under torchrun, or with --nproc-per-node, to "
                     "shard the songs over processes and GPUs.")
     p.add_argument("--manifest", required=True, metavar="CSV", help="CSV with columns audio (or stems), lyrics, optional id, label")
     p.add_argument("--model", required=True, metavar="MODULE:FACTORY", help="the model (see torchlime explain --help)")
@@ -126,6 +144,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--songs-per-batch", type=int, default=None, metavar="M",
                    help="songs whose perturbations share a forward call (same audio length and classes) (default: "
                         "4 on CUDA, 1 on CPU; measured: sharing helps a GPU, not a CPU)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="explain again, and replace, the songs whose JSON in --out was made with other settings "
+                        "(model, separator, segments, unit, residual, modality, --n-samples, --num-features, "
+                        "--seed, --target); without it such a folder is refused")
     p.add_argument("--nproc-per-node", type=int, default=None, metavar="N",
                    help="start this many worker processes here (one per GPU), as torchrun --standalone does, but "
                         "with one-line messages and exit 1 when songs failed (default: this process only, or "
@@ -241,6 +263,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, rank: int, world: int, device: torch.device) -> int:
+    started = time.time()
     check_run_args(args)
     asked = parse_targets(args.target)
     if args.songs_per_batch is None:
@@ -250,27 +273,56 @@ def _run(args: argparse.Namespace, rank: int, world: int, device: torch.device) 
     options = song_options(args)
     out = Path(args.out)
     mine = rows[rank::world]
+    settings = explanation_settings(args, options)
+    fingerprint = settings_fingerprint(settings)
+    check_writable(out)  # every process: they all stop, none waits for the others
+    if rank == 0:
+        for folder in (out, options.cache_dir):
+            removed = remove_stale_temporary_files(folder, started) if folder is not None else []
+            if removed:
+                print(f"removed {len(removed)} temporary file(s) an interrupted run left in {folder}")
 
-    # Up front: what is done already, what cannot be read, what is left.
-    failures: list[str] = []
+    # Up front: what is done already (with these settings), what cannot be read, what is left.
+    failures: list[tuple[int, str]] = []  # (manifest line, what went wrong)
     previous: dict[str, Any] = {}
     todo: list[ManifestRow] = []
+    other: list[tuple[str, list[str]]] = []  # (file, differing settings) of songs made otherwise
+    missing: list[tuple[ManifestRow, ValueError]] = []  # reported after the settings are checked
     for row in mine:
-        exp = _load_done(out / f"{row.id}.json")
+        path = out / f"{row.id}.json"
+        exp = _load_done(path)
         if exp is not None:
-            previous[row.id] = exp
-            continue
+            recorded = (exp.metadata.get("song_info") or {}).get("settings")
+            # a song given as stem files was not separated: the separator is not its setting
+            differ = settings_differences(recorded, settings, ignore=("separator",) if row.stems is not None else ())
+            if not differ:
+                previous[row.id] = exp
+                continue
+            other.append((str(path), differ))
         try:
             row.song.check()
         except ValueError as err:
-            _fail(failures, row, err)
+            missing.append((row, err))
             continue
         todo.append(row)
+    other = _gather_lists(other, world)
+    if other and not args.overwrite:
+        if rank:  # every process stops; rank 0 says why
+            return 2
+        path, differ = other[0]
+        more = f" (and {len(other) - 1} more song(s))" if len(other) > 1 else ""
+        raise ValueError(f"expected --out {str(out)!r} to hold explanations made with this run's settings, got "
+                         f"{path}{more} made with {', '.join(differ)}; pass --overwrite to explain those songs "
+                         f"again with these settings, or another --out")
+    for row, err in missing:
+        _fail(failures, row, err)
     counts = _gather_lists([(len(previous), len(failures), len(todo))], world)
     if rank == 0:
         done, failed, left = (sum(c[i] for c in counts) for i in range(3))
+        again = f" ({len(other)} made with other settings, explained again: --overwrite)" if other else ""
         print(f"{len(rows)} songs in {args.manifest}: {done} already explained in {out} (skipped), "
-              f"{failed} with missing files (failed), {left} to explain" + (f", {world} processes" if world > 1 else ""))
+              f"{failed} with missing files (failed), {left} to explain{again}"
+              + (f", {world} processes" if world > 1 else ""))
 
     spec = load_model_spec(args.model, device)
     names = spec.labels
@@ -298,50 +350,76 @@ def _run(args: argparse.Namespace, rank: int, world: int, device: torch.device) 
     # Songs explained together need not share a predicted class: MusicLime resolves each
     # song's own from its unperturbed sample.
     target = target_spec(asked)
-    pending: dict[str, list[tuple[ManifestRow, Any, Any]]] = {}
+    pending: list[tuple[ManifestRow, Any, Any]] = []
 
-    def flush(key: str) -> None:
-        nonlocal explained
-        group = pending.pop(key, [])
-        if not group:
-            return
+    def explain_group(group: list[tuple[ManifestRow, Any, Any]]) -> list[Any]:
         # One generator per song, seeded from --seed and the song's id: a song's masks do
         # not depend on the batch, the process or the run it lands in.
         generators = [torch.Generator(device).manual_seed(song_seed(args.seed, row.id)) for row, _, _ in group]
-        exps = explain(
+        return explain(
             explainer, [g[1] for g in group], [g[2] for g in group], target, n_samples=args.n_samples,
             modality=args.modality, num_features=args.num_features, generator=generators,
             perturbations_per_eval=args.perturbations_per_eval, songs_per_batch=args.songs_per_batch,
-            song_info=[_song_info(row, options, args.model) for row, _, _ in group],
+            song_info=[_song_info(row, options, args.model, settings, fingerprint) for row, _, _ in group],
+            memory_budget=args.memory_budget,
         )
+
+    def flush() -> None:
+        nonlocal explained
+        group = pending[:]
+        pending.clear()
+        if not group:
+            return
+        try:
+            exps = explain_group(group)
+        except Exception as err:  # noqa: BLE001 - a song's failure (NaN from the model, ...) is reported
+            if len(group) == 1:
+                _fail(failures, group[0][0], err)
+                bar.update(1)
+                return
+            # which song? each alone: only the failing one fails, the others are explained
+            if not args.quiet:
+                bar.write(f"a group of {len(group)} songs failed ({_reason(err)}); explaining them one by one")
+            kept, exps = [], []
+            for item in group:
+                try:
+                    exps += explain_group([item])
+                    kept.append(item)
+                except Exception as one:  # noqa: BLE001 - as above
+                    _fail(failures, item[0], one)
+                    bar.update(1)
+            group = kept
         for (row, _, _), exp in zip(group, exps):
             exp.save_json(out / f"{row.id}.json", num_features=args.num_features, label_names=label_names)
+            explained += 1
             if not args.quiet:
                 bar.write(f"explained {row.id}")
-        aggregate(exps)
-        explained += len(group)
-        bar.update(len(group))
+            bar.update(1)
+        if exps:
+            aggregate(exps)
 
     try:
         for row in todo:
             try:
                 audio, lyrics = prepare_song(spec, separator, row.song, options, device)
-                key = "songs"
-            except ValueError as err:
+            except Exception as err:  # noqa: BLE001 - an unreadable file or a song that cannot be separated
                 _fail(failures, row, err)
                 bar.update(1)
                 continue
-            pending.setdefault(key, []).append((row, audio, lyrics))
-            if len(pending[key]) == args.songs_per_batch:
-                flush(key)
-        for key in list(pending):
-            flush(key)
+            pending.append((row, audio, lyrics))
+            if len(pending) == args.songs_per_batch:
+                flush()
+        flush()
+    except OSError as err:
+        raise _kept(err, out, explained + len(previous)) from err
     finally:
         bar.close()
 
     if aggregator is None:  # this process had nothing to aggregate: empty, typed states
         aggregator = make_aggregator(args, len(names) if names else spec.num_classes(device), names).to(device)
-    result = aggregator.compute()  # reduces over all processes
+    with warnings.catch_warnings():  # torchmetrics' "compute before update": empty states are meant here
+        warnings.filterwarnings("ignore", message=r".*compute.* was called before the ``update``")
+        result = aggregator.compute()  # reduces over all processes
     failures = _gather_lists(failures, world)
     counts = _gather_lists([(explained, len(previous))], world)
     if rank == 0:
@@ -350,10 +428,13 @@ def _run(args: argparse.Namespace, rank: int, world: int, device: torch.device) 
         print(f"{total_explained} songs explained, {total_done} already done (skipped), "
               f"{len(failures)} failed, {world} process(es)")
         if total_explained + total_done:
-            write_global(result, out, args.top_k_report)
+            try:
+                write_global(result, out, args.top_k_report, settings=settings)
+            except OSError as err:
+                raise _kept(err, out, total_explained + total_done) from err
         if failures:
             print(f"{len(failures)} song(s) failed:", file=sys.stderr)
-            for failure in failures:
+            for _, failure in sorted(failures):  # in manifest order, whichever process had them
                 print(f"  {failure}", file=sys.stderr)
     if world > 1:
         # Wait until rank 0 has written the aggregate and listed the failures; only rank 0
@@ -364,13 +445,35 @@ def _run(args: argparse.Namespace, rank: int, world: int, device: torch.device) 
     return 1 if failures else 0
 
 
-def _fail(failures: list[str], row: ManifestRow, err: Exception) -> None:
-    failures.append(f"{row.id} (manifest line {row.line}): {err}")
-    print(f"error: song {row.id} (manifest line {row.line}): {err}; going on", file=sys.stderr)
+def _kept(err: OSError, out: Path, kept: int) -> OSError:
+    """``err`` with what is kept and how to go on, for a run stopped by a file it could not write."""
+    from ._common import describe_os_error
+
+    return OSError(err.errno, f"{describe_os_error(err)}; the {kept} explanation(s) in {out} are kept: make room "
+                              f"or fix the folder's permissions and rerun the same command to resume")
 
 
-def _song_info(row: ManifestRow, options: Any, model: str) -> dict[str, Any]:
+def _reason(err: BaseException) -> str:
+    """An exception in one line: its message, or its type and first line where the type says more."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    if isinstance(err, ValueError) and text:
+        return text
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _fail(failures: list[tuple[int, str]], row: ManifestRow, err: BaseException) -> None:
+    from tqdm.auto import tqdm
+
+    failures.append((row.line, f"{row.id} (manifest line {row.line}): {_reason(err)}"))
+    # through tqdm: a progress bar is cleared first and drawn again below the line
+    tqdm.write(f"error: song {row.id} (manifest line {row.line}): {_reason(err)}; going on", file=sys.stderr)
+
+
+def _song_info(row: ManifestRow, options: Any, model: str, settings: dict[str, Any], fingerprint: str
+               ) -> dict[str, Any]:
     info: dict[str, Any] = {"id": row.id, **row.song.info(options, model)}
     if row.label is not None:
         info["label"] = row.label
+    info["settings"] = settings
+    info["settings_fingerprint"] = fingerprint
     return info

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from itertools import compress
 from typing import Any
 
 import torch
@@ -22,13 +23,48 @@ _ANNOTATION = (re.compile(r"^\[.*\]$"), re.compile(r"^\(.*\)$"))
 # lime.lime_text.IndexedString(text, bow=True, split_expression=r"\W+") splits like this.
 _WORD_SPLITTER = re.compile(r"(%s)|$" % r"\W+")
 
-# Units tried one by one (off, and alone on) when checking the fast path at construction.
+# The masks the fast path is checked on at construction (see _verification_masks).
 _MAX_SINGLE_CHECKS = 128
-_RANDOM_CHECKS = 24
+_RANDOM_DENSITIES = (0.2, 0.5, 0.8)
+# Characters of text per tokenizer call in the exact path (about 60 MB of tokenizer state).
+_TOKENIZE_CHARS = 1 << 20
 
 
 def _is_annotation(line: str) -> bool:
     return any(p.match(line) for p in _ANNOTATION)
+
+
+def _verification_masks(alone: Tensor, budget: int) -> Tensor:
+    """The ``(m, L)`` bool masks the fast path is checked on, whose texts add up to about 5.5
+    times the lyrics (so the check grows linearly with them, not with L times their length).
+
+    Rows: all units; none; every other unit off (both parities: every unit's two neighbours
+    meet, as when that unit alone is off, and the first and the last unit go); every third
+    unit alone (units three apart meet); random masks at densities 0.2, 0.5 and 0.8; then
+    units alone (each unit's tokens with the special tokens around them): all of them up to
+    128 units, a random 128 beyond, as far as their texts add up to ``budget`` characters
+    (the lines alone add up to about the lyrics' length; a word alone keeps every
+    separator, so only a few words are checked alone). A local generator: the global RNG is untouched.
+
+    Args:
+        alone: ``(L,)`` the length in characters of the text of each unit alone.
+        budget: characters the units alone may take together (at least one is taken).
+    """
+    L = len(alone)
+    generator = torch.Generator().manual_seed(0)
+    index = torch.arange(L)
+    structured = [torch.ones(L, dtype=torch.bool), torch.zeros(L, dtype=torch.bool)]
+    structured += [index % 2 != r for r in range(2)]
+    structured += [index % 3 == r for r in range(3)]
+    density = torch.tensor(_RANDOM_DENSITIES)[:, None]
+    rand = torch.rand(len(density), L, generator=generator) < density
+    singles = index if L <= _MAX_SINGLE_CHECKS else torch.randperm(L, generator=generator)[:_MAX_SINGLE_CHECKS]
+    within = alone[singles].cumsum(0) <= budget
+    within[0] = True
+    singles = singles[within]
+    one = torch.zeros(len(singles), L, dtype=torch.bool)
+    one[torch.arange(len(singles)), singles] = True
+    return torch.cat([torch.stack(structured), rand, one])
 
 
 def distinct_names(units: Sequence[str]) -> list[str]:
@@ -91,10 +127,14 @@ class LyricsFactorization:
 
     ``exact=None`` picks the fast path only where it is verified at construction: the
     tokens of the whole text must be the concatenation of the tokens of its pieces
-    (units and separators) tokenized apart, and the fast result must equal the tokenizer's
-    on the all-ones and all-zeros masks, every single unit off and alone on (up to 128
-    units), and 24 random masks, both untruncated and with the given ``max_length`` and
-    ``padding``. The reason the fast path was not taken is in ``exact_reason``.
+    (units and separators) tokenized apart, and the fast result must equal the tokenizer's,
+    untruncated, on the all-ones and all-zeros masks, every other unit off (both parities:
+    every unit's neighbours meet), every third unit alone, three random masks and every
+    unit alone (up to 128 units), and with the given ``max_length`` and ``padding`` on three
+    of them. Those texts add up to about 6.5 times the lyrics, tokenized in three batched
+    calls, so the check costs a few tokenizations of the song and grows linearly with the
+    lyrics (a few milliseconds for a 40-line song; a 10,000-line text takes seconds, not
+    minutes). The reason the fast path was not taken is in ``exact_reason``.
 
     Which combinations are fast (checked by the tests):
 
@@ -250,6 +290,8 @@ class LyricsFactorization:
             self.units = list(vocab)
             self.base_text = base
         self._pieces = pieces
+        # each piece's unit, L for a separator (a column of ones in texts())
+        self._piece_column = torch.tensor([u if u >= 0 else len(self.units) for _, u in pieces], dtype=torch.long)
 
         self.fast = False
         self.exact_reason: str | None = None
@@ -278,8 +320,6 @@ class LyricsFactorization:
             self.exact_reason = "exact=True was requested"
             return
         reason = self._build_fast()
-        if reason is None:
-            reason = self._verify_fast()
         if reason is not None:
             self._cpu_buffers = None
             if exact is False:
@@ -323,10 +363,14 @@ class LyricsFactorization:
         keep, bad = self._check_masks(masks)
         if bad is not None and bool(bad):
             raise ValueError("expected binary (0/1) lyrics masks, got other values")
-        rows = keep.cpu().tolist()
+        keep = keep.cpu()
         if self.unit == "line":
-            return ["\n".join(u for u, k in zip(self.units, row) if k) for row in rows]
-        return ["".join(p for p, u in self._pieces if u < 0 or row[u]) for row in rows]
+            return ["\n".join(compress(self.units, row)) for row in keep.tolist()]
+        # which pieces each row keeps: its words' occurrences and every separator, (n, pieces)
+        always = torch.ones_like(keep[:, :1])
+        kept = torch.cat([keep, always], 1).index_select(1, self._piece_column)
+        texts = [p for p, _ in self._pieces]
+        return ["".join(compress(texts, row)) for row in kept.tolist()]
 
     def compose(self, masks: Tensor) -> tuple[Tensor, Tensor]:
         """Token ids and attention mask of each row's perturbed lyrics.
@@ -388,19 +432,51 @@ class LyricsFactorization:
             width = max_length if padding == "max_length" else 0
             empty = torch.zeros(0, width or 0, dtype=torch.long)
             return empty, empty.clone()
-        enc = self.tokenizer(
-            texts, padding=padding, truncation=max_length is not None, max_length=max_length, return_tensors="pt"
-        )
-        return enc["input_ids"].long(), enc["attention_mask"].long()
+        # Rows in groups of at most _TOKENIZE_CHARS characters: the tokenizer keeps far more
+        # per token than the two int64 outputs (strings, offsets), so long lyrics times many
+        # rows in one call would take gigabytes. Groups padded to the longest row of all, at
+        # the tokenizer's padding side with its pad id, are what one call returns.
+        groups, start, size = [], 0, 0
+        for end, text in enumerate(texts):
+            if size and size + len(text) > _TOKENIZE_CHARS:
+                groups.append(texts[start:end])
+                start, size = end, 0
+            size += len(text)
+        groups.append(texts[start:])
+        parts = []
+        for group in groups:
+            enc = self.tokenizer(
+                group, padding=padding, truncation=max_length is not None, max_length=max_length, return_tensors="pt"
+            )
+            parts.append((enc["input_ids"].long(), enc["attention_mask"].long()))
+        if len(parts) == 1:
+            return parts[0]
+        width = max(ids.shape[1] for ids, _ in parts)
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+
+        def pad(x: Tensor, value: int) -> Tensor:
+            extra = width - x.shape[1]
+            return torch.nn.functional.pad(x, (extra, 0) if left else (0, extra), value=value)
+
+        pad_id = int(self.tokenizer.pad_token_id)
+        return (torch.cat([pad(ids, pad_id) for ids, _ in parts]), torch.cat([pad(att, 0) for _, att in parts]))
 
     def _ids(self, texts: Sequence[str], add_special_tokens: bool) -> list[list[int]]:
         return [list(ids) for ids in self.tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]]
 
     def _build_fast(self) -> str | None:
-        """Tokenize the pieces once; None when that succeeded, else why the fast path is out."""
+        """Tokenize the pieces once and check the fast path; None when it is exact, else why not.
+
+        Three tokenizer calls, each batched, whose texts add up to a few times the lyrics'
+        length (so the cost grows linearly with the lyrics): the distinct pieces and the
+        whole text (one call), the verification masks' texts with special tokens (one call, unpadded),
+        and three of them with the given ``max_length`` and ``padding`` (one call, padded).
+        """
         texts = [p for p, _ in self._pieces]
-        per_piece = self._ids(texts, add_special_tokens=False)
-        whole, = self._ids([self.base_text], add_special_tokens=False)
+        distinct = list(dict.fromkeys(texts))  # a chorus line, a word, ", ": tokenized once
+        *ids_of, whole = self._ids([*distinct, self.base_text], add_special_tokens=False)
+        ids_of = dict(zip(distinct, ids_of))
+        per_piece = [ids_of[p] for p in texts]
         joined = [t for ids in per_piece for t in ids]
         if joined != whole and self.unit == "line":
             # SentencePiece style: the newline turns into the next line's word-start mark and
@@ -426,7 +502,15 @@ class LyricsFactorization:
                 f"{convert(whole[at:at + 3])} at token {at}, but unit by unit (pieces {texts[k:k + 2]!r}) as "
                 f"{convert(joined[at:at + 3])} ({hint})"
             )
-        full, = self._ids([self.base_text], add_special_tokens=True)
+        if self.unit == "line":
+            alone = torch.tensor([len(u) for u in self.units])
+        else:
+            separators = sum(len(p) for p, u in self._pieces if u < 0)
+            alone = torch.tensor([len(u) for u in self.units]) + separators
+        masks = _verification_masks(alone, len(self.base_text))
+        checked = self.texts(masks)
+        want = self._ids(checked, add_special_tokens=True)  # the one call that checks every mask
+        full = want[0]  # row 0 keeps every unit
         P = next((k for k in range(len(full) - len(whole) + 1) if full[k:k + len(whole)] == whole), None)
         if P is None:
             return "the tokenizer's special tokens do not surround the text's tokens"
@@ -459,38 +543,45 @@ class LyricsFactorization:
             "P": len(prefix),
             "S": len(suffix),
         }
-        return None
+        return self._verify_fast(masks, checked, want)
 
-    def _verify_fast(self) -> str | None:
-        """Compare the fast path with the tokenizer on a set of masks; None when all equal."""
-        L = self.num_features
-        generator = torch.Generator().manual_seed(0)  # a local generator: global RNG untouched
-        if L <= _MAX_SINGLE_CHECKS:
-            singles = torch.arange(L)
-        else:
-            singles = torch.randperm(L, generator=generator)[:_MAX_SINGLE_CHECKS]
-        eye = torch.zeros(len(singles), L, dtype=torch.bool)
-        eye[torch.arange(len(singles)), singles] = True
-        density = torch.tensor([0.2, 0.5, 0.8]).repeat_interleave(_RANDOM_CHECKS // 3)[:, None]
-        rand = torch.rand(len(density), L, generator=generator) < density
-        masks = torch.cat([torch.ones(1, L, dtype=torch.bool), torch.zeros(1, L, dtype=torch.bool), ~eye, eye, rand])
-        texts = self.texts(masks)
+    def _verify_fast(self, masks: Tensor, texts: list[str], want: list[list[int]]) -> str | None:
+        """Compare the fast path with the tokenizer; None when all equal.
+
+        Args:
+            masks: ``(m, L)`` bool, from :func:`_verification_masks`.
+            texts: their m texts.
+            want: the tokenizer's ids of ``texts`` with special tokens, untruncated.
+        """
         buffers = self._buffers(torch.device("cpu"))
-        settings = [(None, "longest")]  # untruncated: every token of every text compared
-        if (self.max_length, self.padding) != (None, "longest"):
-            settings.append((self.max_length, self.padding))
-        for max_length, padding in settings:
-            want = self._tokenize(texts, max_length, padding)
-            got = self._compose_fast(masks, None, max_length, padding, buffers)
-            for a, b in zip(got, want):
-                if a.shape != b.shape or not torch.equal(a, b):
-                    row = 0
-                    if a.shape == b.shape:
-                        row = int((a != b).any(1).nonzero()[0, 0])
-                    return (
-                        f"re-tokenizing a perturbed text gives tokens the original does not (mask row "
-                        f"{row}, text {texts[row][:60]!r}, max_length={max_length}, padding={padding!r})"
-                    )
+
+        def differ(row: int, max_length: int | None, padding: str) -> str:
+            return (
+                f"re-tokenizing a perturbed text gives tokens the original does not (mask row {row}, text "
+                f"{texts[row][:60]!r}, max_length={max_length}, padding={padding!r})"
+            )
+
+        # Untruncated, every token of every text, row by row; the short texts (a unit alone)
+        # composed apart from the long ones, so no row is padded to the lyrics' length.
+        long_rows = masks.sum(1) > 1
+        long_rows[:2] = True
+        for rows in (long_rows.nonzero()[:, 0], (~long_rows).nonzero()[:, 0]):
+            if not len(rows):
+                continue
+            ids, attention = self._compose_fast(masks[rows], None, None, "longest", buffers)
+            for row, got, kept in zip(rows.tolist(), ids, attention.bool()):
+                if got[kept].tolist() != want[row]:
+                    return differ(row, None, "longest")
+        # Padding (its side and id) and truncation (its side), as the tokenizer does them,
+        # on all units (the longest text), none and a unit alone (rows of different lengths).
+        rows = torch.tensor([0, 1, len(masks) - 1])
+        max_length, padding = self.max_length, self.padding
+        got = self._compose_fast(masks[rows], None, max_length, padding, buffers)
+        expected = self._tokenize([texts[row] for row in rows.tolist()], max_length, padding)
+        for a, b in zip(got, expected):
+            if a.shape != b.shape or not torch.equal(a, b):
+                bad = int((a != b).any(1).nonzero()[0, 0]) if a.shape == b.shape else 0
+                return differ(int(rows[bad]), max_length, padding)
         return None
 
     def _buffers(self, device: torch.device) -> dict[str, Any]:
