@@ -272,18 +272,31 @@ def test_nproc_per_node_exits_1_with_one_line_per_failure(dataset, full_run, tmp
     assert_same_global(load_global(out / "global_importance.json"), load_global(full_run[1] / "global_importance.json"))
 
 
-def test_songs_grouped_by_their_predicted_class_equal_one_by_one(dataset, tmp_path, monkeypatch):
+def test_songs_of_other_predicted_classes_share_calls_and_equal_one_by_one(dataset, tmp_path, monkeypatch):
+    from torchlime.music import OpenUnmixSeparator
+
+    batches = []
+    separate = OpenUnmixSeparator.separate
+
+    def recording(self, audio, *args, **kwargs):
+        batches.append(audio.shape[0] if audio.dim() == 3 else 1)
+        return separate(self, audio, *args, **kwargs)
+
+    monkeypatch.setattr(OpenUnmixSeparator, "separate", recording)
     monkeypatch.chdir(dataset)
     one, two = tmp_path / "one", tmp_path / "two"
-    assert run(dataset, one, "--songs-per-batch", "1") == 1
-    assert run(dataset, two, "--songs-per-batch", "3") == 1
+    assert run(dataset, one, "--songs-per-batch", "1", "--no-cache") == 1
+    assert batches == [1] * 5
+    batches.clear()
+    assert run(dataset, two, "--songs-per-batch", "3", "--no-cache") == 1
+    assert batches == [3, 2]  # songs of one length separated in one call (the missing file drops out)
     predicted = set()
     for i in range(5):
         a, b = (Explanation.load_json(d / f"song{i}.json") for d in (one, two))
         assert a.labels == b.labels == [int(a.prediction.argmax())]  # the predicted class only, by default
         predicted.add(a.labels[0])
         torch.testing.assert_close(a.weights, b.weights, rtol=1e-4, atol=1e-6)  # forward calls of another size
-    assert len(predicted) > 1  # songs of several classes were grouped apart
+    assert len(predicted) > 1  # songs of several predicted classes shared forward calls
 
 
 # -- resuming with other settings, failing songs, write errors, leftovers -------------------------

@@ -181,8 +181,9 @@ def test_mono_stems_are_the_channel_mean_of_duplicated_input(sep):
 # ---------------------------------------------------------------- behaviour
 
 
-def test_batch_equals_loop(sep):
-    x = noise(3, 2, 7000)
+@pytest.mark.parametrize("channels", [2, 1])
+def test_batch_equals_loop(sep, channels):
+    x = noise(3, channels, 7000)  # mono songs are resampled, then given to the stereo model (a batched explain-dataset)
     batched = sep(x, 22050, output_sample_rate=16000)
     looped = torch.stack([sep(song, 22050, output_sample_rate=16000) for song in x])
     # eval-mode BatchNorm, per-song Wiener filtering: songs do not interact; the tolerance

@@ -23,7 +23,15 @@ from typing import Any
 import torch
 
 from .._checks import check_int
-from ._separation import DEFAULT_SEPARATOR, NO_SEPARATION, build_separator, default_cache_dir, read_stems, resample_stems
+from ._separation import (
+    DEFAULT_SEPARATOR,
+    NO_SEPARATION,
+    build_separator,
+    default_cache_dir,
+    read_stems,
+    resample_stems,
+    stem_files,
+)
 
 __all__ = [
     "DEMO_FACTORY",
@@ -36,6 +44,7 @@ __all__ = [
     "read_audio",
     "read_lyrics",
     "prepare_song",
+    "prepare_songs",
     "make_separator",
     "add_command",
     "add_run_args",
@@ -193,21 +202,26 @@ def load_model_spec(spec: str, device: torch.device) -> ModelSpec:
 
 
 def read_audio(path: str | Path) -> tuple[torch.Tensor, int]:
-    """Read an audio file with soundfile as ``(C, T)`` float32 and its rate.
+    """:func:`torchlime.music.read_audio`: ``(C, T)`` float32 in [-1, 1] and the rate (integer
+    PCM scaled as soundfile does).
 
     Raises:
         ValueError: missing or unreadable file.
     """
+    from ..music import read_audio as read
+
+    return read(path)
+
+
+def audio_format(path: str | Path) -> dict[str, int]:
+    """The sample rate and channels of an audio file, from its header (nothing decoded)."""
     import soundfile as sf
 
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"expected an audio file, got {str(path)!r}, which does not exist")
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as err:  # noqa: BLE001 - soundfile raises several types
-        raise ValueError(f"could not read audio file {str(path)!r}: {err}") from err
-    return torch.from_numpy(data.T.copy()), int(rate)
+        info = sf.info(str(path))
+    except Exception:  # noqa: BLE001 - an unreadable file fails later, with its own message
+        return {}
+    return {"sample_rate": int(info.samplerate), "channels": int(info.channels)}
 
 
 def read_lyrics(path: str | Path) -> str:
@@ -261,8 +275,11 @@ class SongFiles:
             raise ValueError(f"expected a lyrics text file, got {str(self.lyrics)!r}, which does not exist")
 
     def info(self, options: SongOptions, model: str) -> dict[str, Any]:
-        """What the explanation JSON records to redo it (``evaluate --explanation`` reads it)."""
+        """What the explanation JSON records to redo it (``evaluate --explanation`` reads it),
+        with the song's own sample rate and channels (the top-components WAV is written at them)."""
+        source = self.audio if self.audio is not None else (stem_files(self.stems)[0] if self.stems is not None else None)
         return {
+            **(audio_format(source) if source is not None else {}),
             "audio": str(self.audio.resolve()) if self.audio is not None else None,
             "lyrics": str(self.lyrics.resolve()),
             "stems": str(self.stems.resolve()) if self.stems is not None else None,
@@ -342,6 +359,68 @@ def prepare_song(spec: ModelSpec, separator: Any, song: SongFiles, options: Song
         audio = StemFactorization.from_separator(separator, mixture.to(device), rate,
                                                  target_sample_rate=spec.sample_rate, **kwargs)
     return audio, spec.lyrics(text, options.unit, device)
+
+
+def prepare_songs(spec: ModelSpec, separator: Any, songs: Sequence[SongFiles], options: SongOptions,
+                  device: torch.device) -> list[tuple[Any, Any] | Exception]:
+    """:func:`prepare_song` for several songs, separating those of one length together.
+
+    Songs with ``--stems`` or a separator without ``separate_many`` are prepared one by one;
+    the others are read, then separated in batched calls (cached songs come from disk).
+    A song that fails gives its exception in its place, so the others go on.
+    """
+    from ..music import StemFactorization
+
+    out: list[tuple[Any, Any] | Exception | None] = [None] * len(songs)
+    batch: list[tuple[int, SongFiles, torch.Tensor, int, str]] = []
+    for i, song in enumerate(songs):
+        if song.stems is not None or not hasattr(separator, "separate_many"):
+            try:
+                out[i] = prepare_song(spec, separator, song, options, device)
+            except Exception as err:  # noqa: BLE001 - reported for this song alone
+                out[i] = err
+            continue
+        try:
+            text = read_lyrics(song.lyrics)
+            mixture, rate = read_audio(song.audio)
+        except Exception as err:  # noqa: BLE001
+            out[i] = err
+            continue
+        if spec.channels == 1:
+            mixture = mixture.mean(0, keepdim=True)
+        batch.append((i, song, mixture.to(device), rate, text))
+    if batch:
+        try:
+            stems = separator.separate_many([b[2] for b in batch], [b[3] for b in batch], spec.sample_rate,
+                                            labels=[b[1].audio.name for b in batch])
+        except Exception as err:  # noqa: BLE001 - one batch failed: fall back to one song at a time
+            stems = [None] * len(batch)
+            for j, (i, song, *_rest) in enumerate(batch):
+                try:
+                    out[i] = prepare_song(spec, separator, song, options, device)
+                except Exception as one:  # noqa: BLE001
+                    out[i] = one
+            batch = []
+        kwargs = dict(num_segments=options.segments, keep_residual=options.keep_residual)
+        for (i, song, mixture, rate, text), song_stems in zip(batch, stems):
+            try:
+                audio = StemFactorization.from_separator(_Separated(separator.targets, song_stems), mixture, rate,
+                                                         target_sample_rate=spec.sample_rate, **kwargs)
+                out[i] = (audio, spec.lyrics(text, options.unit, device))
+            except Exception as err:  # noqa: BLE001
+                out[i] = err
+    return out  # type: ignore[return-value]
+
+
+class _Separated:
+    """Stems separated already (in a batch), handed to ``StemFactorization.from_separator``."""
+
+    def __init__(self, targets: list[str], stems: torch.Tensor) -> None:
+        self.targets = list(targets)
+        self.stems = stems
+
+    def separate(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.stems
 
 
 # -- options ------------------------------------------------------------------------------------
@@ -729,7 +808,7 @@ def write_outputs(exp: Any, out: Path, stem: str, labels: list[int], label_names
     """The JSON of an explanation, and per label its PNG (and the WAV of its top audio)."""
     written = [exp.save_json(out / f"{stem}.json", num_features=20, label_names=label_names)]
     for label in labels:
-        written.append(exp.save_figure(out / f"{stem}_label{label}.png", label))
+        written.append(exp.save_figure(out / f"{stem}_label{label}.png", label, label_names=label_names))
         if exp.audio_factorization is not None and exp.feature_types.count("audio"):
             written.append(exp.save_audio(out / f"{stem}_label{label}_top_audio.wav", label))
     return written

@@ -69,6 +69,11 @@ class MixtureAsStem:
     targets = ["mixture"]
     identity = {"model": NO_SEPARATION}
 
+    def separate_many(self, audios: list[Tensor], sample_rates: list[int], output_sample_rate: int,
+                      labels: list[str] | None = None) -> list[Tensor]:
+        """One ``(1, C, T')`` per song."""
+        return [self.separate(a, r, output_sample_rate)[..., :, :, :] for a, r in zip(audios, sample_rates)]
+
     def separate(self, audio: Tensor, sample_rate: int, output_sample_rate: int | None = None, **_: Any) -> Tensor:
         """``(1, C, T')`` for ``(C, T)`` (``(B, 1, C, T')`` for ``(B, C, T)``), resampled once."""
         out_rate = output_sample_rate or sample_rate
@@ -128,6 +133,43 @@ class CachedSeparator:
                 self.log(f"stems of {self.label} from the cache ({path})")
             return stems.to(audio.device)
         stems = self._separate(audio, sample_rate, out_rate)
+        self._save(path, stems)
+        return stems
+
+    def separate_many(self, audios: list[Tensor], sample_rates: list[int], output_sample_rate: int,
+                      labels: list[str] | None = None) -> list[Tensor]:
+        """Stems of several songs: cached ones from disk, the others separated together.
+
+        Songs of one shape and rate go through the separator in one batched call (Open-Unmix
+        takes ``(B, C, T)``), which keeps a GPU busy where one song at a time would not;
+        each song's stems are then cached on their own, as :meth:`separate` does.
+
+        Returns:
+            One ``(S, C, T')`` tensor per song, in order.
+        """
+        labels = labels or [f"song {i}" for i in range(len(audios))]
+        out: list[Tensor | None] = [None] * len(audios)
+        todo: dict[tuple, list[int]] = {}
+        for i, (audio, rate) in enumerate(zip(audios, sample_rates)):
+            path = self.cache_dir / f"{self.key(audio, rate, output_sample_rate)}.pt" if self.cache_dir else None
+            cached = self._load(path, audio, rate, output_sample_rate) if path is not None else None
+            if cached is not None:
+                if self.log is not None:
+                    self.log(f"stems of {labels[i]} from the cache ({path})")
+                out[i] = cached.to(audio.device)
+            else:
+                todo.setdefault((tuple(audio.shape), int(rate), str(audio.device)), []).append(i)
+        for (_, rate, _), members in todo.items():
+            self.label = ", ".join(labels[i] for i in members) if len(members) <= 3 else f"{len(members)} songs"
+            batch = torch.stack([audios[i].reshape(-1, audios[i].shape[-1]) for i in members])
+            stems = self._separate(batch, rate, output_sample_rate)  # (B, S, C, T')
+            for i, song_stems in zip(members, stems):
+                out[i] = song_stems
+                if self.cache_dir is not None:
+                    self._save(self.cache_dir / f"{self.key(audios[i], rate, output_sample_rate)}.pt", song_stems)
+        return out  # type: ignore[return-value]
+
+    def _save(self, path: Path, stems: Tensor) -> None:
         from .._atomic import atomic_write
 
         data = {"stems": stems.detach().cpu(), "targets": self.targets, "identity": self.identity}
@@ -136,7 +178,6 @@ class CachedSeparator:
         except OSError as err:  # a full or read-only cache costs a separation next time, nothing else
             if self.log is not None:
                 self.log(f"warning: could not write the stems cache {path}: {err}")
-        return stems
 
     def _separate(self, audio: Tensor, sample_rate: int, out_rate: int) -> Tensor:
         return self.separator.separate(audio, sample_rate, output_sample_rate=out_rate,

@@ -52,7 +52,7 @@ from ._common import (
     load_model_spec,
     make_separator,
     parse_targets,
-    prepare_song,
+    prepare_songs,
     settings_differences,
     settings_fingerprint,
     song_options,
@@ -399,17 +399,17 @@ def _run(args: argparse.Namespace, rank: int, world: int, device: torch.device) 
             aggregate(exps)
 
     try:
-        for row in todo:
-            try:
-                audio, lyrics = prepare_song(spec, separator, row.song, options, device)
-            except Exception as err:  # noqa: BLE001 - an unreadable file or a song that cannot be separated
-                _fail(failures, row, err)
-                bar.update(1)
-                continue
-            pending.append((row, audio, lyrics))
-            if len(pending) == args.songs_per_batch:
-                flush()
-        flush()
+        # Songs are read and separated a group at a time: songs of one length share the
+        # separator's batched call (most of a song's time on a GPU), then their forward calls.
+        for start in range(0, len(todo), args.songs_per_batch):
+            rows = todo[start : start + args.songs_per_batch]
+            for row, prepared in zip(rows, prepare_songs(spec, separator, [r.song for r in rows], options, device)):
+                if isinstance(prepared, Exception):  # an unreadable file or a song that cannot be separated
+                    _fail(failures, row, prepared)
+                    bar.update(1)
+                    continue
+                pending.append((row, *prepared))
+            flush()
     except OSError as err:
         raise _kept(err, out, explained + len(previous)) from err
     finally:

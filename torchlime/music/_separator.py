@@ -384,11 +384,11 @@ class OpenUnmixSeparator:
         x = batch.to(device=self.device, dtype=torch.float32)
         if not torch.isfinite(x).all():
             raise ValueError("expected finite audio, got NaN or inf")
-        if C == 1 and self.nb_channels > 1:
-            x = x.expand(B, self.nb_channels, T)
         with torch.no_grad(), _progress(self.module, show_progress, desc):
             if in_rate != model_rate:
                 x = self._resample(x, in_rate, model_rate)
+            if C == 1 and self.nb_channels > 1:  # after resampling: one channel to resample, not two
+                x = x.expand(B, self.nb_channels, x.shape[-1])
             stems = self.module(x.contiguous())  # (B, S, C_model, T_model)
             if C == 1:
                 stems = stems.mean(dim=2, keepdim=True)
