@@ -199,6 +199,7 @@ def _walk_one(
     L = np.zeros((S, S))
     L_t = torch.from_numpy(L)
     sign = np.zeros(S)
+    sign_col = torch.from_numpy(sign).unsqueeze(-1)  # the same memory, as a column for the solves
     coef = np.zeros(F)  # by feature
     alphas: list[float] = [0.0]
     coefs: list[np.ndarray] = [coef.copy()]
@@ -224,8 +225,8 @@ def _walk_one(
             G[[m, c_idx]] = G[[c_idx, m]]
             G[:, [m, c_idx]] = G[:, [c_idx, m]]
             if m:
-                b = torch.from_numpy(G[m, :m].copy()).unsqueeze(-1)
-                w = torch.linalg.solve_triangular(L_t[:m, :m], b, upper=False).squeeze(-1).numpy()
+                b = torch.from_numpy(G[m, :m]).unsqueeze(-1)
+                w = torch.linalg.solve_triangular(L_t[:m, :m], b, upper=False).numpy()[:, 0]
                 L[m, :m] = w
                 v = float(w @ w)
             else:
@@ -246,21 +247,22 @@ def _walk_one(
             early_seen = True
             break
         a = n_active
-        ls = cholesky_solve(L_t[:a, :a], torch.from_numpy(sign[:a])).numpy()
+        sign_t = sign_col[:a]
+        ls = torch.cholesky_solve(sign_t, L_t[:a, :a]).numpy()[:, 0]
         AA = _inv_sqrt(float(ls @ sign[:a]))
         if not math.isfinite(AA):
             i = 0
             L_reg = L_t[:a, :a].clone()
             while not math.isfinite(AA) and i < 64:
                 L_reg.diagonal().add_((2.0**i) * eps)
-                ls = cholesky_solve(L_reg, torch.from_numpy(sign[:a])).numpy()
+                ls = torch.cholesky_solve(sign_t, L_reg).numpy()[:, 0]
                 total = float(ls @ sign[:a])
                 AA = _inv_sqrt(eps if eps > total else total)  # Python's max(total, eps)
                 i += 1
         ls = ls * AA
         corr = np.around(ls @ G[:a, a:], _COV_DECIMALS)
-        gaps = np.concatenate([(C - cov[a:]) / (AA - corr + _TINY32), (C + cov[a:]) / (AA + corr + _TINY32)])
-        gamma = min(_min_pos_np(gaps), C / AA)
+        rest = cov[a:]
+        gamma = min(_min_pos_np((C - rest) / (AA - corr + _TINY32)), _min_pos_np((C + rest) / (AA + corr + _TINY32)), C / AA)
         active = order[:a]
         z = -coef[active] / (ls + _TINY32)
         z_pos = _min_pos_np(z)
@@ -483,8 +485,9 @@ def _grow(alphas: Tensor, coefs: Tensor, n_iter: Tensor) -> tuple[Tensor, Tensor
 
 def _min_pos_np(x: np.ndarray) -> float:
     """sklearn's ``arrayfuncs.min_pos``: the smallest entry in ``(0, DBL_MAX)``, else DBL_MAX."""
-    keep = x[(x > 0) & (x < _DBL_MAX)]
-    return float(keep.min()) if keep.size else _DBL_MAX
+    if not x.size:
+        return _DBL_MAX
+    return min(float(np.where(x > 0, x, math.inf).min()), _DBL_MAX)  # NaN > 0 is False
 
 
 def _inv_sqrt(s: float) -> float:
