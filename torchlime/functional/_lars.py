@@ -11,8 +11,8 @@ swaps) and roundings.
 It runs on the Gram matrix ``X^T X`` and ``X^T y`` (the ``(F, F)`` and ``(F,)`` moments), so a
 step costs O(F^2) whatever the number of samples, and it walks many problems at once: every
 problem of a batch takes its own path, in lockstep, with masks (a problem that has
-finished waits for the others). One host synchronisation per step decides whether any
-problem is still walking.
+finished waits for the others). A step reads three flags on the host: whether any problem
+is still walking, needs sklearn's regularised direction, or drops a feature.
 
 Shape glossary: n perturbation samples, F interpretable features, K targets (problems
 sharing one Gram matrix), M steps of the path.
