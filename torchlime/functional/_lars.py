@@ -171,7 +171,8 @@ def lars_lasso_gram(
             alphas, coefs, n_iter, support = _walk(gram, xy, n_samples, max_iter, eps, num_features, return_path)
         else:
             alphas, coefs, n_iter, support = _walk_one(
-                gram[0].cpu().numpy(), xy[0, 0].cpu().numpy(), n_samples, max_iter, eps, num_features, return_path
+                gram[0].detach().cpu().numpy(), xy[0, 0].detach().cpu().numpy(), n_samples, max_iter, eps,
+                num_features, return_path,
             )
     shape = (*lead, K)
     return LarsPath(
@@ -262,7 +263,9 @@ def _walk_one(
         ls = ls * AA
         corr = np.around(ls @ G[:a, a:], _COV_DECIMALS)
         rest = cov[a:]
-        gamma = min(_min_pos_np((C - rest) / (AA - corr + _TINY32)), _min_pos_np((C + rest) / (AA + corr + _TINY32)), C / AA)
+        g1 = _min_pos_np((C - rest) / (AA - corr + _TINY32))
+        g2 = _min_pos_np((C + rest) / (AA + corr + _TINY32))
+        gamma = min(g1, g2, C / AA)
         active = order[:a]
         z = -coef[active] / (ls + _TINY32)
         z_pos = _min_pos_np(z)
