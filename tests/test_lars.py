@@ -119,12 +119,13 @@ def test_lime_feature_selection_matches(seed: int, n: int, F: int) -> None:
 @pytest.mark.parametrize(("n", "F"), [(50, 12), (300, 40), (50, 40), (1000, 8)])
 def test_a_batch_walks_every_path_as_alone(n: int, F: int) -> None:
     # 3 designs x 2 targets in one lockstep walk: each path, its step count and lime's
-    # support for every num_features equal the problem walked alone (and sklearn's).
+    # support for num_features equal the problem walked alone (and sklearn's).
     problems = [_lime_problem(seed, n, F) for seed in range(3)]
-    other = [_lime_problem(10 + seed, n, F)[1] for seed in range(3)]
+    targets = [[y, _lime_problem(10 + seed, n, F)[1]] for seed, (_, y) in enumerate(problems)]
     gram = torch.from_numpy(np.stack([X.T @ X for X, _ in problems]))
-    xy = torch.from_numpy(np.stack([[X.T @ y, X.T @ y2] for (X, y), y2 in zip(problems, other)]))
-    for k in (1, 3, F // 2):
+    xy = torch.from_numpy(np.stack([[X.T @ y for y in ys] for (X, _), ys in zip(problems, targets)]))
+    sklearn_coefs = [[_sklearn_path(X, y)[1].numpy() for y in ys] for (X, _), ys in zip(problems, targets)]
+    for k in (3, F // 2):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             batch = lars_lasso_gram(gram, xy, n, num_features=k, return_path=True)
@@ -140,9 +141,7 @@ def test_a_batch_walks_every_path_as_alone(n: int, F: int) -> None:
                 scale = alone.coefs[0].abs().max()
                 torch.testing.assert_close(batch.coefs[g, t, :, :M], alone.coefs[0], rtol=1e-9, atol=1e-9 * scale)
                 torch.testing.assert_close(batch.alphas[g, t, :M], alone.alphas[0], rtol=1e-9, atol=0)
-                X, y = problems[g][0], (problems[g][1], other[g])[t]
-                _, coefs_sk = _sklearn_path(X, y)
-                expected = _lime_selection_numpy(coefs_sk.numpy(), k)
+                expected = _lime_selection_numpy(sklearn_coefs[g][t], k)
                 assert torch.nonzero(batch.support[g, t]).flatten().tolist() == expected
 
 
