@@ -370,8 +370,11 @@ def _walk(
     while True:
         # The most correlated inactive feature: the first maximum in position order.
         inactive = arange_f >= n_active
-        C, c_pos = torch.where(inactive, cov.abs(), -1.0).max(-1, keepdim=True)
-        C = C.clamp_min_(0.0)
+        masked = torch.where(inactive, cov.abs(), -1.0)
+        # amax and argmax, not max(dim): on a CPU that one starts the thread pool for any
+        # size, and on a busy machine the start waits a scheduler time slice (~10 ms).
+        C = masked.amax(-1, keepdim=True).clamp_min_(0.0)
+        c_pos = masked.argmax(-1, keepdim=True)
         alpha = C / n_samples
         if return_path:
             alphas, coefs = _grow(alphas, coefs, n_iter)  # a degenerate try rewrites its step
@@ -389,7 +392,9 @@ def _walk(
         row = gram_k.gather(-2, f_c.unsqueeze(-1).expand(row_index)).squeeze(-2)  # G[f_c, :]
         b = torch.where(arange_s < n_active, row.gather(-1, order[..., :S]), 0.0)
         w = torch.linalg.solve_triangular(L, b.unsqueeze(-1), upper=False).squeeze(-1)
-        diag = (row.gather(-1, f_c) - (w * w).sum(-1, keepdim=True)).abs_().sqrt_().clamp_min_(eps)
+        pivot = (row.gather(-1, f_c) - (w * w).sum(-1, keepdim=True)).abs_()
+        # sqrt(p) as p / sqrt(p): float64 sqrt runs on MKL's threaded vector math from ~100 values.
+        diag = torch.where(pivot > 0, pivot * pivot.rsqrt(), 0.0).clamp_min_(eps)
         adding = ~(drop | done)
         degenerate = (diag < _DEGENERATE_PIVOT) & adding
         accept = adding & ~degenerate

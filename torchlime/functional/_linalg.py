@@ -21,6 +21,7 @@ __all__ = [
     "prepare",
     "moments",
     "masked_system",
+    "spd_solve",
     "cholesky_solve",
     "min_norm_sync_free",
     "solve",
@@ -94,12 +95,7 @@ _CPU_BLOCK_BYTES = 2 << 20
 
 
 def moments(X: Tensor, y: Tensor, w: Tensor, fit_intercept: bool) -> Moments:
-    """The normal-equation terms of float64 ``X (..., n, F)``, ``y (..., n, K)``, ``w (..., n)``.
-
-    Forms ``Z = sqrt(w) (X - x_mean)`` in one new tensor and ``gram = Z^T Z`` (scikit-learn's
-    rescaling): one pass over the ``(n, F)`` data fewer than ``Xc^T (w Xc)``. Weights must
-    be non-negative (a negative one gives NaN).
-    """
+    """The normal-equation terms of float64 ``X (..., n, F)``, ``y (..., n, K)``, ``w (..., n)``."""
     B = X.shape[0] if X.dim() == 3 else 1
     block = max(1, _CPU_BLOCK_BYTES // max(1, X.shape[-2] * X.shape[-1] * X.element_size()))
     if X.device.type == "cpu" and block < B:
@@ -111,21 +107,22 @@ def moments(X: Tensor, y: Tensor, w: Tensor, fit_intercept: bool) -> Moments:
 
 def _block_moments(X: Tensor, y: Tensor, w: Tensor, fit_intercept: bool) -> Moments:
     weight_sum = w.sum(-1)
-    root = w.sqrt().unsqueeze(-1)
     if fit_intercept:
         denom = weight_sum.clamp_min(torch.finfo(torch.float64).tiny).unsqueeze(-1)
         x_mean = (w.unsqueeze(-2) @ X).squeeze(-2) / denom
         y_mean = (w.unsqueeze(-2) @ y).squeeze(-2) / denom
-        Z = (X - x_mean.unsqueeze(-2)).mul_(root)
-        yc = (y - y_mean.unsqueeze(-2)).mul_(root)
+        Xc = X - x_mean.unsqueeze(-2)
+        yc = y - y_mean.unsqueeze(-2)
     else:
         x_mean = X.new_zeros(X.shape[:-2] + X.shape[-1:])
         y_mean = y.new_zeros(y.shape[:-2] + y.shape[-1:])
-        Z = X * root
-        yc = y * root
-    gram = Z.transpose(-1, -2) @ Z
-    cross = yc.transpose(-1, -2) @ Z
-    yy = (yc * yc).sum(-2)
+        Xc, yc = X, y
+    # Not sqrt(w) X: torch's float64 sqrt goes through MKL's vector math, which starts its
+    # threads even for a few hundred numbers, and on a busy CPU that start waits a time slice.
+    wX = Xc * w.unsqueeze(-1)
+    gram = Xc.transpose(-1, -2) @ wX
+    cross = yc.transpose(-1, -2) @ wX
+    yy = (w.unsqueeze(-1) * yc * yc).sum(-2)
     return Moments(gram, cross, yy, x_mean, y_mean, weight_sum)
 
 
@@ -163,6 +160,21 @@ def masked_system(gram: Tensor, active: Tensor | None, fill: float) -> Tensor:
     outer = a.unsqueeze(-1) * a.unsqueeze(-2)
     eye = torch.eye(gram.shape[-1], device=gram.device, dtype=gram.dtype)
     return gram.unsqueeze(-3) * outer + eye * (1 - a).unsqueeze(-1) * fill
+
+
+def spd_solve(system: Tensor, rhs: Tensor) -> Tensor:
+    """Solve symmetric positive definite ``system (..., F, F) x = rhs (..., F)``, sync-free.
+
+    Cholesky (``cholesky_ex``, no error-code sync) and two triangular solves; on a CPU an
+    LU solve (``solve_ex``) instead: ``cholesky_ex`` zeroes the factor's other triangle with
+    a kernel that enters an OpenMP parallel region whatever the size, and on a CPU shared
+    with other work each such region waits a scheduler time slice for its threads (8-16 ms
+    measured on a busy 2-core machine, for a 10 x 10 system that takes 30 us).
+    """
+    if system.device.type == "cpu":
+        return torch.linalg.solve_ex(system, rhs.unsqueeze(-1))[0].squeeze(-1)
+    chol, _ = torch.linalg.cholesky_ex(system)
+    return cholesky_solve(chol, rhs)
 
 
 def cholesky_solve(chol: Tensor, rhs: Tensor) -> Tensor:
@@ -213,8 +225,7 @@ def solve(gram: Tensor, cross: Tensor, alpha: float, active: Tensor | None, sync
     if alpha > 0:
         system = masked_system(gram + alpha * eye, active, fill=1.0)
         rhs = cross if active is None else cross * active.to(cross.dtype)
-        chol, _ = torch.linalg.cholesky_ex(system)
-        return cholesky_solve(chol, rhs)
+        return spd_solve(system, rhs)
     system = masked_system(gram, active, fill=0.0)
     rhs = cross if active is None else cross * active.to(cross.dtype)
     if sync_free:

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ._lars import lars_lasso_gram
-from ._linalg import Moments, cholesky_solve, moments, prepare, rounding_level, solve
+from ._linalg import Moments, moments, prepare, rounding_level, solve, spd_solve
 from .surrogate import SurrogateFit, finish_fit
 
 __all__ = ["FEATURE_SELECTION_MODES", "FeatureSelection", "select_features", "lime_fit", "check_selection"]
@@ -252,6 +252,5 @@ def _solve_selected(gram: Tensor, cross: Tensor, alpha: float, selection: Featur
     valid = (torch.arange(k, device=idx.device) < selection.count.unsqueeze(-1)).to(gram.dtype)  # (..., K, k)
     eye = torch.eye(k, device=gram.device, dtype=gram.dtype)
     system = (sub + alpha * eye) * (valid.unsqueeze(-1) * valid.unsqueeze(-2)) + eye * (1 - valid).unsqueeze(-1)
-    chol, _ = torch.linalg.cholesky_ex(system)
-    solution = cholesky_solve(chol, cross.gather(-1, idx) * valid) * valid
+    solution = spd_solve(system, cross.gather(-1, idx) * valid) * valid
     return torch.zeros_like(cross).scatter(-1, idx, solution)
