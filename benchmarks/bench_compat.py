@@ -16,6 +16,12 @@ random nonlinear model (C = 3 classes), cosine distances x 100 and lime's defaul
 Every configuration also records whether compat chose lime's features in lime's order
 and the largest difference of the weights, score and local prediction.
 
+Both libraries run on one thread (``threadpoolctl`` for numpy's BLAS and OpenMP, and
+``torch.set_num_threads(1)``, restored afterwards): on a small CPU shared with other work,
+every start of a thread pool waits a scheduler time slice (about 10 ms on this project's
+2-core machine, for a call that takes 2 ms), so with two threads the tables would measure
+the neighbours' load, not the code. The JSON records the threads.
+
 compat takes and returns numpy arrays and computes on the CPU; on a CUDA device the
 scenario records that and measures nothing.
 
@@ -154,8 +160,23 @@ def bench_batch(mode: str, B: int, labels_explained: list[int], n: int, F: int, 
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    """Scenario 6: one problem per mode x F x k, then a batch of problems per mode."""
+    """Scenario 6: one problem per mode x F x k, then a batch of problems per mode, on one thread."""
+    import lime.lime_base  # noqa: F401 - loads scikit-learn's thread pools before they are limited
     import torch
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            return _run(ctx)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(ctx: Context) -> dict[str, Any]:
+    import torch
+    from threadpoolctl import threadpool_info
 
     started = time.perf_counter()
     if ctx.device.type != "cpu":
@@ -179,7 +200,8 @@ def run(ctx: Context) -> dict[str, Any]:
         "n": n, "F": Fs, "k": ks, "modes": list(MODES), "label": LABEL, "num_classes": NUM_CLASSES,
         "kernel": f"sqrt(exp(-d^2 / {KERNEL_WIDTH}^2)) (lime's default)",
         "repeats": repeats, "slow_s": slow_s, "batch": batch,
-        "torch_num_threads": torch.get_num_threads(),
+        "threads": {"torch": torch.get_num_threads(),
+                    "pools": [{k: p[k] for k in ("internal_api", "filepath", "num_threads")} for p in threadpool_info()]},
         "data": "binary masks, row 0 ones; labels: softmax of masks @ W + 0.3 noise, W (F, 3) random with half "
                 "its rows zero; distances: cosine distance to row 0 x 100; problem seed = F (one problem), "
                 "1000 + b (batch)",
