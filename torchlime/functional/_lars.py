@@ -189,7 +189,8 @@ def _walk_one(
 ) -> tuple[Tensor | None, Tensor | None, Tensor, Tensor | None]:
     """One path, sklearn's Gram branch line for line, on float64 numpy: ``gram (F, F)``, ``xy (F,)``.
 
-    The triangular solves go through torch on the same memory (numpy has none). Returns
+    The triangular solves go through torch on the same memory (numpy has none); ``u = L^-1 s``
+    grows by one entry per added feature, so a step needs two solves, not three. Returns
     what :func:`_walk` returns, with leading dims ``(1, 1)``.
     """
     F = xy.shape[0]
@@ -200,17 +201,19 @@ def _walk_one(
     L = np.zeros((S, S))
     L_t = torch.from_numpy(L)
     sign = np.zeros(S)
-    sign_col = torch.from_numpy(sign).unsqueeze(-1)  # the same memory, as a column for the solves
+    u = np.zeros(S)  # L^-1 sign over the active slots
+    u_t = torch.from_numpy(u).unsqueeze(-1)
     coef = np.zeros(F)  # by feature
     alphas: list[float] = [0.0]
     coefs: list[np.ndarray] = [coef.copy()]
     support = np.ones(F, dtype=bool)
+    k = F if num_features is None else num_features
     n_iter = n_active = 0
     drop = False
     degenerate_seen = early_seen = False
     while True:
         if n_active < F:
-            c_idx = n_active + int(np.argmax(np.abs(cov[n_active:])))  # first maximum
+            c_idx = n_active + int(np.abs(cov[n_active:]).argmax())  # first maximum
             c_signed = float(cov[c_idx])
             C = abs(c_signed)
         else:
@@ -221,39 +224,45 @@ def _walk_one(
             break
         if not drop:
             m = n_active
-            cov[[m, c_idx]] = cov[[c_idx, m]]
-            order[[m, c_idx]] = order[[c_idx, m]]
-            G[[m, c_idx]] = G[[c_idx, m]]
-            G[:, [m, c_idx]] = G[:, [c_idx, m]]
+            if c_idx != m:
+                cov[m], cov[c_idx] = cov[c_idx], cov[m]
+                order[m], order[c_idx] = order[c_idx], order[m]
+                row = G[m].copy()
+                G[m] = G[c_idx]
+                G[c_idx] = row
+                col = G[:, m].copy()
+                G[:, m] = G[:, c_idx]
+                G[:, c_idx] = col
             if m:
                 b = torch.from_numpy(G[m, :m]).unsqueeze(-1)
                 w = torch.linalg.solve_triangular(L_t[:m, :m], b, upper=False).numpy()[:, 0]
-                L[m, :m] = w
                 v = float(w @ w)
             else:
                 v = 0.0
             diag = max(math.sqrt(abs(G[m, m] - v)), eps)
-            L[m, m] = diag
             if diag < _DEGENERATE_PIVOT:
                 degenerate_seen = True
                 # sklearn zeroes the covariance at m and swaps the values back, but not the
                 # positions (nor the Gram rows): reproduced as is.
                 cov[m] = 0.0
-                cov[[m, c_idx]] = cov[[c_idx, m]]
-                L[m, :m] = 0.0
+                cov[m], cov[c_idx] = cov[c_idx], cov[m]
                 continue
+            if m:
+                L[m, :m] = w
+            L[m, m] = diag
             sign[m] = np.sign(c_signed)
+            u[m] = (sign[m] - (L[m, :m] @ u[:m] if m else 0.0)) / diag
             n_active += 1
         if n_iter > 0 and alphas[n_iter - 1] < alpha:
             early_seen = True
             break
         a = n_active
-        sign_t = sign_col[:a]
-        ls = torch.cholesky_solve(sign_t, L_t[:a, :a]).numpy()[:, 0]
+        ls = torch.linalg.solve_triangular(L_t[:a, :a].mT, u_t[:a], upper=True).numpy()[:, 0]
         AA = _inv_sqrt(float(ls @ sign[:a]))
         if not math.isfinite(AA):
             i = 0
             L_reg = L_t[:a, :a].clone()
+            sign_t = torch.from_numpy(sign[:a]).unsqueeze(-1)
             while not math.isfinite(AA) and i < 64:
                 L_reg.diagonal().add_((2.0**i) * eps)
                 ls = torch.cholesky_solve(sign_t, L_reg).numpy()[:, 0]
@@ -267,43 +276,50 @@ def _walk_one(
         g2 = _min_pos_np((C + rest) / (AA + corr + _TINY32))
         gamma = min(g1, g2, C / AA)
         active = order[:a]
-        z = -coef[active] / (ls + _TINY32)
+        z = coef[active] / (ls + _TINY32)
+        z *= -1.0
         z_pos = _min_pos_np(z)
         drop = z_pos < gamma
-        dropped = np.nonzero(z == z_pos)[0][::-1] if drop else ()
         if drop:
             gamma = z_pos
         n_iter += 1
-        coef = coef.copy()
+        coef = coef.copy() if return_path else coef
         coef[active] += gamma * ls
-        # Deliberate deviation: sklearn keeps ``p + (-p / l) * l`` for a dropped coefficient,
-        # a rounding residue that is exactly 0 in ~92% of drops and ~1e-18 otherwise; lime's
-        # ``nonzero()`` rule counts it, and the exact 0 agrees with sklearn more often.
-        coef[active[list(dropped)]] = 0.0
         cov[a:] -= gamma * corr
         alphas.append(0.0)
+        if drop:
+            dropped = np.nonzero(z == z_pos)[0][::-1]
+            # Deliberate deviation: sklearn keeps ``p + (-p / l) * l`` for a dropped coefficient,
+            # a rounding residue that is exactly 0 in ~92% of drops and ~1e-18 otherwise; lime's
+            # ``nonzero()`` rule counts it, and the exact 0 agrees with sklearn more often.
+            coef[active[dropped]] = 0.0
         if return_path:
             coefs.append(coef)
         nonzero = coef != 0
-        if nonzero.sum() <= (num_features if num_features is not None else F):
+        if int(nonzero.sum()) <= k:
             support = nonzero
-        for ii in dropped:  # last slot first
-            # The factor without the slot (sklearn: cholesky_delete), see :func:`_drop`.
-            rows = np.r_[0:ii, ii + 1 : a]
-            R = np.linalg.qr(L[rows, :a].T, mode="r")
-            L[: a - 1, : a - 1] = (R * np.where(np.diag(R) < 0, -1.0, 1.0)[:, None]).T[:, : a - 1]
-            L[a - 1, :] = 0.0
-            L[:, a - 1] = 0.0
-            # The feature goes to the first inactive position, its covariance from the Gram
-            # matrix (sklearn's Gram branch).
-            shift = np.r_[0:ii, ii + 1 : a, ii, a:F]
-            f_out = order[ii]
-            order = order[shift]
-            G = G[shift][:, shift]
-            sign[ii : a - 1] = sign[ii + 1 : a]
-            sign[a - 1] = 0.0
-            a -= 1
-            cov[a] = xy[f_out] - gram[f_out] @ coef
+        if drop:
+            for ii in dropped:  # last slot first
+                # The factor without the slot (sklearn: cholesky_delete), see :func:`_drop`.
+                rows = np.r_[0:ii, ii + 1 : a]
+                R = np.linalg.qr(L[rows, :a].T, mode="r")
+                L[: a - 1, : a - 1] = (R * np.where(np.diag(R) < 0, -1.0, 1.0)[:, None]).T[:, : a - 1]
+                L[a - 1, :] = 0.0
+                L[:, a - 1] = 0.0
+                # The feature goes to the first inactive position, its covariance from the Gram
+                # matrix (sklearn's Gram branch).
+                shift = np.r_[0:ii, ii + 1 : a, ii, a:F]
+                f_out = order[ii]
+                order = order[shift]
+                G = G[shift][:, shift]
+                sign[ii : a - 1] = sign[ii + 1 : a]
+                sign[a - 1] = 0.0
+                a -= 1
+                cov[a] = xy[f_out] - gram[f_out] @ coef
+            u[:] = 0.0
+            if a:
+                u[:a] = torch.linalg.solve_triangular(L_t[:a, :a], torch.from_numpy(sign[:a]).unsqueeze(-1),
+                                                      upper=False).numpy()[:, 0]
         n_active = a
     if degenerate_seen:
         warnings.warn(
@@ -322,7 +338,7 @@ def _walk_one(
     M = n_iter + 1
     alphas_t = torch.tensor(alphas[:M], dtype=torch.float64).view(1, 1, M) if return_path else None
     coefs_t = torch.from_numpy(np.stack(coefs[:M], 1)).view(1, 1, F, M) if return_path else None
-    support_t = torch.from_numpy(support).view(1, 1, F) if num_features is not None else None
+    support_t = torch.from_numpy(support.copy()).view(1, 1, F) if num_features is not None else None
     return alphas_t, coefs_t, torch.tensor([[n_iter]]), support_t
 
 

@@ -96,8 +96,8 @@ def select_features(
 
     Returns:
         :class:`FeatureSelection` with a K dim (``(..., 1, F)`` for a single target).
-        ``lasso_path`` walks the LARS paths of every instance and target in lockstep,
-        with one host synchronisation per step.
+        ``lasso_path`` walks the LARS paths of every instance and target in lockstep
+        (a few host synchronisations per step; a single problem on a CPU walks in numpy).
 
     Example:
         >>> X = torch.bernoulli(torch.full((200, 6), 0.5), generator=torch.Generator().manual_seed(0))
