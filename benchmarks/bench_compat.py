@@ -216,7 +216,10 @@ def _run(ctx: Context) -> dict[str, Any]:
 
 
 def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue 11: at least as fast as lime on every mode for one problem; much faster for many."""
+    """Issue 11: at least as fast as lime on every mode for one problem; "much faster" for many.
+
+    The issue gives no number for "much faster"; 3x in every mode is the goal checked here.
+    """
     checks = []
     single = [r for r in result["single"] if r["speedup"] is not None]
     if single:
@@ -231,7 +234,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     if batch:
         worst = min(batch, key=lambda r: r["speedup_batched"])
         checks.append(target(
-            "compat batched vs a lime loop", worst["speedup_batched"], 10.0,
+            "compat batched vs a lime loop", worst["speedup_batched"], 3.0,
             where=f"worst of {len(batch)} modes ({worst['mode']}, {worst['problems']} problems)",
             note="one explain_instances_with_data call vs explain_instance_with_data per problem",
         ))

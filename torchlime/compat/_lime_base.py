@@ -118,7 +118,7 @@ class LimeBase:
         if model_regressor is not None:
             return self._with_regressor(data, labels, weights, num_features, feature_selection, model_regressor)
         fit, sel = lime_fit(data, labels, weights, num_features, feature_selection)
-        return self._explanation(fit, sel, 0, None, labels_all[0, label])
+        return self._explanation(fit, sel, None, labels_all[0, label])
 
     def explain_instances_with_data(
         self,
@@ -170,7 +170,7 @@ class LimeBase:
             _check_finite(Y[..., j], f"neighborhood_labels[..., {label}]", _AXES[:2])
         fit, sel = lime_fit(data, Y, weights, num_features, feature_selection)
         return [
-            [self._explanation(fit, sel, (b, j), (b, j), labels_all[b, 0, label]) for j, label in enumerate(labels)]
+            [self._explanation(fit, sel, (b, j), labels_all[b, 0, label]) for j, label in enumerate(labels)]
             for b in range(data.shape[0])
         ]
 
@@ -201,20 +201,22 @@ class LimeBase:
         _check_weights(weights, "kernel_fn(distances)", data.shape[:-1], distances)
         return data, labels_all, weights
 
-    def _explanation(self, fit, sel, at, k, right) -> tuple[np.float64, list, np.float64, np.ndarray]:
-        """lime's return value for problem ``at`` of a batched fit (``k``: its index in ``fit``)."""
-        count = int(sel.count[at]) if k is not None else int(sel.count.reshape(-1)[0])
-        used = (sel.order[at] if k is not None else sel.order.reshape(-1))[:count].numpy()
-        coef = (fit.coef[k] if k is not None else fit.coef).numpy()[used]
-        intercept = float(fit.intercept[k] if k is not None else fit.intercept)
-        local_pred = (fit.local_pred[k] if k is not None else fit.local_pred).reshape(1).numpy()
-        score = float(fit.score[k] if k is not None else fit.score)
+    def _explanation(self, fit, sel, at: tuple[int, int] | None, right) -> tuple:
+        """lime's return value for problem ``at`` (neighbourhood, label) of a batched fit, or
+        for the one problem of a single fit (``at=None``: ``fit`` has no batch dims and
+        ``sel`` one K dim)."""
+        problem = () if at is None else at
+        kept = 0 if at is None else at
+        used = sel.order[kept][: int(sel.count[kept])].numpy()
+        coef = fit.coef[problem].numpy()[used]
+        intercept = float(fit.intercept[problem])
+        local_pred = fit.local_pred[problem].reshape(1).numpy()
         if self.verbose:
             print("Intercept", intercept)
             print("Prediction_local", local_pred)
             print("Right:", float(right))
         exp = sorted(zip(used, coef), key=lambda x: np.abs(x[1]), reverse=True)
-        return (np.float64(intercept), exp, np.float64(score), local_pred)
+        return (np.float64(intercept), exp, np.float64(fit.score[problem]), local_pred)
 
     def _with_regressor(self, data, labels, weights, num_features, feature_selection, regressor):
         sel = select_features(data, labels, weights, num_features, feature_selection)

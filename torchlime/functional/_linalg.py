@@ -96,7 +96,12 @@ _CPU_BLOCK_BYTES = 2 << 20
 
 
 def moments(X: Tensor, y: Tensor, w: Tensor, fit_intercept: bool) -> Moments:
-    """The normal-equation terms of float64 ``X (..., n, F)``, ``y (..., n, K)``, ``w (..., n)``."""
+    """The normal-equation terms of float64 ``X (..., n, F)``, ``y (..., n, K)``, ``w (..., n)``.
+
+    On a CPU a batch ``(B, n, F)`` is taken in blocks that fit the cache, and outside
+    autograd (with weights >= 0) the Gram matrix is a symmetric product
+    (:func:`_symmetric_product`); elsewhere it is ``Xc^T (w Xc)`` in one batched product.
+    """
     B = X.shape[0] if X.dim() == 3 else 1
     block = max(1, _CPU_BLOCK_BYTES // max(1, X.shape[-2] * X.shape[-1] * X.element_size()))
     if X.device.type == "cpu" and block < B:
@@ -120,7 +125,7 @@ def _block_moments(X: Tensor, y: Tensor, w: Tensor, fit_intercept: bool) -> Mome
         Xc, yc = X, y
     yy = (w.unsqueeze(-1) * yc * yc).sum(-2)
     if _symmetric_product_applies(Xc, yc, w):
-        gram, cross = _symmetric_product(Xc, yc, w)
+        gram, cross = _symmetric_product(Xc, yc, w, owned=fit_intercept)
     else:
         wX = Xc * w.unsqueeze(-1)
         gram = Xc.transpose(-1, -2) @ wX
@@ -135,17 +140,22 @@ def _symmetric_product_applies(Xc: Tensor, yc: Tensor, w: Tensor) -> bool:
     return bool((w >= 0).all())
 
 
-def _symmetric_product(Xc: Tensor, yc: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+def _symmetric_product(Xc: Tensor, yc: Tensor, w: Tensor, owned: bool) -> tuple[Tensor, Tensor]:
     """``Xc^T W Xc`` and ``yc^T W Xc`` as ``Z^T Z`` and ``(sqrt(w) yc)^T Z``, ``Z = sqrt(w) Xc``, in numpy.
 
     torch has no symmetric rank-k product; numpy's matmul calls BLAS ``syrk`` for
     ``Z.T @ Z``, half the multiplications of the general product that dominates a single
     lime problem's cost at F = 200 (scikit-learn's Ridge, inside lime, gets it the same
-    way). numpy's sqrt, unlike torch's float64 one, never starts a thread pool.
+    way). numpy's sqrt, unlike torch's float64 one, never starts a thread pool. ``owned``:
+    ``Xc`` and ``yc`` are this module's own centred copies, scaled in place.
     """
     root = np.sqrt(w.numpy())[..., None]
-    Z = Xc.numpy() * root
-    Zy = yc.numpy() * root
+    Z, Zy = Xc.numpy(), yc.numpy()
+    if owned:
+        Z *= root
+        Zy *= root
+    else:
+        Z, Zy = Z * root, Zy * root
     lead = Z.shape[:-2]
     Zf = Z.reshape(-1, *Z.shape[-2:])
     Zyf = Zy.reshape(-1, *Zy.shape[-2:])
