@@ -104,7 +104,7 @@ def moments(X: Tensor, y: Tensor, w: Tensor, fit_intercept: bool) -> Moments:
     """
     B = X.shape[0] if X.dim() == 3 else 1
     block = max(1, _CPU_BLOCK_BYTES // max(1, X.shape[-2] * X.shape[-1] * X.element_size()))
-    if X.device.type == "cpu" and block < B:
+    if _eager_cpu(X) and block < B:
         parts = [_block_moments(X[i : i + block], y[i : i + block], w[i : i + block], fit_intercept)
                  for i in range(0, B, block)]
         return Moments(*(torch.cat(t) for t in zip(*parts)))
@@ -133,9 +133,14 @@ def _block_moments(X: Tensor, y: Tensor, w: Tensor, fit_intercept: bool) -> Mome
     return Moments(gram, cross, yy, x_mean, y_mean, weight_sum)
 
 
+def _eager_cpu(X: Tensor) -> bool:
+    """A CPU tensor outside ``torch.compile`` tracing (which the numpy path and the blocks would break)."""
+    return X.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 def _symmetric_product_applies(Xc: Tensor, yc: Tensor, w: Tensor) -> bool:
-    """CPU tensors outside autograd, weights >= 0 (a CPU check, no device sync)."""
-    if Xc.device.type != "cpu" or Xc.requires_grad or yc.requires_grad or w.requires_grad:
+    """Eager CPU tensors outside autograd, weights >= 0 (read on the CPU: no device sync)."""
+    if not _eager_cpu(Xc) or Xc.requires_grad or yc.requires_grad or w.requires_grad:
         return False
     return bool((w >= 0).all())
 
