@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ._context import Context, target
-from ._harness import envelope, fmt_s, fmt_x, log, measure, ratio
+from ._harness import envelope, fmt_s, fmt_x, log, measure, ratio, summarize
 
 __all__ = ["NAME", "run", "markdown", "targets", "neighbourhood", "kernel"]
 
@@ -82,6 +82,42 @@ def agreement(ours: tuple, ref: tuple) -> dict[str, Any]:
     }
 
 
+def interleaved(sides: dict[str, Any], repeats: int, warmup: dict[str, int], budget_s: float
+                ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Time every side ``repeats`` times, taking turns, so both see the same load.
+
+    On a shared machine the load drifts over seconds; timing all of one side, then all of
+    the other, would credit one with a quieter minute. Each round runs every side once
+    (the order rotates); a side stops once its timed runs add up to ``budget_s``.
+
+    Args:
+        sides: name -> callable.
+        repeats: rounds at most.
+        warmup: name -> untimed runs first.
+        budget_s: per side.
+
+    Returns:
+        ``(summaries, last outputs)`` by name (:func:`benchmarks._harness.summarize` plus
+        ``warmup_s`` and ``budget_s``).
+    """
+    warm: dict[str, list[float]] = {name: [] for name in sides}
+    outs: dict[str, Any] = {}
+    for name, fn in sides.items():
+        for _ in range(warmup.get(name, 0)):
+            summary, outs[name] = measure(fn, "cpu", repeats=1, warmup=0)
+            warm[name] += summary["times_s"]
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    names = list(sides)
+    for r in range(repeats):
+        live = [n for n in names[r % len(names):] + names[: r % len(names)] if sum(times[n]) < budget_s]
+        if not live:
+            break
+        for name in live:
+            summary, outs[name] = measure(sides[name], "cpu", repeats=1, warmup=0)
+            times[name] += summary["times_s"]
+    return {name: {**summarize(times[name]), "warmup_s": warm[name], "budget_s": budget_s} for name in sides}, outs
+
+
 def _quiet(fn):
     def call():
         with warnings.catch_warnings():
@@ -99,12 +135,10 @@ def bench_single(F: int, k: int, mode: str, n: int, repeats: int, slow_s: float)
 
     data, labels, distances = neighbourhood(F, n, F)
     record: dict[str, Any] = {"n": n, "F": F, "k": k, "mode": mode}
-    outs = {}
-    for library, cls in (("compat", LimeBase), ("lime", Reference)):
-        base = cls(kernel)
-        call = _quiet(lambda base=base: base.explain_instance_with_data(data, labels, distances, LABEL, k, mode))
-        summary, outs[library] = measure(call, "cpu", repeats=repeats, warmup=1, budget_s=slow_s)
-        record[library] = summary
+    sides = {library: _quiet(lambda base=cls(kernel): base.explain_instance_with_data(
+        data, labels, distances, LABEL, k, mode)) for library, cls in (("compat", LimeBase), ("lime", Reference))}
+    summaries, outs = interleaved(sides, repeats, {"compat": 1, "lime": 1}, slow_s)
+    record.update(summaries)
     record["speedup"] = ratio(record["lime"]["median_s"], record["compat"]["median_s"])
     record.update(agreement(outs["compat"], outs["lime"]))
     log(f"  compat/one F={F} k={k} {mode}: lime {fmt_s(record['lime']['median_s'])}, compat "
@@ -137,12 +171,11 @@ def bench_batch(mode: str, B: int, labels_explained: list[int], n: int, F: int, 
         "compat_loop": lambda: loop(ours),
         "lime_loop": lambda: loop(Reference(kernel)),
     }
-    outs = {}
-    for side, fn in sides.items():
-        # The lime loop is warm from the single-problem part; its runs are long, so it gets
-        # no untimed run of its own.
-        summary, outs[side] = measure(_quiet(fn), "cpu", repeats=repeats, warmup=0 if side == "lime_loop" else 1,
-                                      budget_s=slow_s)
+    # The lime loop is warm from the single-problem part; its runs are long, so it gets no
+    # untimed run of its own.
+    summaries, outs = interleaved({side: _quiet(fn) for side, fn in sides.items()}, repeats,
+                                  {"compat_batched": 1, "compat_loop": 1}, slow_s)
+    for side, summary in summaries.items():
         summary["explanations_per_s"] = problems / summary["median_s"]
         record[side] = summary
     record["speedup_batched"] = ratio(record["lime_loop"]["median_s"], record["compat_batched"]["median_s"])
@@ -188,7 +221,7 @@ def _run(ctx: Context) -> dict[str, Any]:
     n = ctx.pick(5000, 5000, 200)
     Fs = ctx.pick([10, 50, 200], [10, 50], [10])
     ks = ctx.pick([5, 20], [5, 20], [5])
-    repeats = ctx.repeats or ctx.pick(7, 3, 1)
+    repeats = ctx.repeats or ctx.pick(11, 3, 1)
     slow_s = ctx.pick(10.0, 3.0, 1.0)
     batch = ctx.pick({"B": 32, "labels": [0, 1, 2], "n": 5000, "F": 50, "k": 5},
                      {"B": 8, "labels": [0, 1, 2], "n": 2000, "F": 50, "k": 5},
@@ -205,10 +238,11 @@ def _run(ctx: Context) -> dict[str, Any]:
         "data": "binary masks, row 0 ones; labels: softmax of masks @ W + 0.3 noise, W (F, 3) random with half "
                 "its rows zero; distances: cosine distance to row 0 x 100; problem seed = F (one problem), "
                 "1000 + b (batch)",
-        "timing_single": "each library: 1 untimed call, then up to `repeats` timed calls (fewer once they add up "
-                         "to slow_s); speedup = lime median / compat median",
-        "timing_batch": "compat sides: 1 untimed call; the lime loop: none (warm from the single part); "
-                        "speedup_batched = lime loop / one explain_instances_with_data call",
+        "timing_single": "each library: 1 untimed call, then up to `repeats` timed calls taken in turns with the "
+                         "other library (a side stops once its timed calls add up to slow_s); speedup = lime median "
+                         "/ compat median",
+        "timing_batch": "compat sides: 1 untimed call; the lime loop: none (warm from the single part); the three "
+                        "sides in turns; speedup_batched = lime loop / one explain_instances_with_data call",
     }
     result = envelope(ctx, NAME, parameters, {"single": single, "batch": batched}, started)
     result["targets"] = targets(result)
