@@ -15,7 +15,9 @@ Scenarios (``--only`` takes a comma-separated subset):
 2. ``music``: one song end to end vs the MusicLIME reference pipeline, with a breakdown;
 3. ``many_songs``: explanations per second as songs per call grow, vs a loop;
 4. ``growth``: time and peak memory as n_samples, song length and feature count grow;
-5. ``limit``: composition bytes/s vs the device's copy bandwidth, explainer share.
+5. ``limit``: composition bytes/s vs the device's copy bandwidth, explainer share;
+6. ``compat``: ``torchlime.compat.LimeBase`` vs ``lime.lime_base.LimeBase``, one problem per
+   mode and a batch of problems (CPU only).
 
 The full CPU run takes about 10 minutes on a 2-core machine, ``--quick`` about 2.
 """
@@ -32,11 +34,11 @@ from typing import Any
 
 import torch
 
-from . import bench_engine, bench_growth, bench_limit, bench_many, bench_music
+from . import bench_compat, bench_engine, bench_growth, bench_limit, bench_many, bench_music
 from ._context import Context
 from ._harness import DEFAULT_OUT, fmt_s, log, machine_info, result_path, write_json_atomic, write_text_atomic
 
-SCENARIOS = {m.NAME: m for m in (bench_engine, bench_music, bench_many, bench_growth, bench_limit)}
+SCENARIOS = {m.NAME: m for m in (bench_engine, bench_music, bench_many, bench_growth, bench_limit, bench_compat)}
 PLOTS = ("many_songs", "growth")
 TITLES = {
     "engine": "1. Engine overhead vs Captum",
@@ -44,6 +46,7 @@ TITLES = {
     "many_songs": "3. Many songs per call",
     "growth": "4. Cost growth",
     "limit": "5. The limit",
+    "compat": "6. compat.LimeBase vs lime",
 }
 
 

@@ -136,3 +136,17 @@ def test_bad_options_are_rejected(capsys):
     assert "expected --only among" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--quick", "--tiny"])
+
+
+def test_compat(run):
+    data = _load(run[0], "compat")
+    assert {r["mode"] for r in data["single"]} == {"none", "highest_weights", "forward_selection", "lasso_path", "auto"}
+    for r in data["single"]:
+        assert _is_summary(r["lime"]) and _is_summary(r["compat"]) and r["speedup"] > 0
+        assert r["same_features_same_order"] is True  # same neighbourhood: lime's explanation
+        assert r["max_abs_weight_difference"] < 1e-8
+    for r in data["batch"]:
+        for side in ("lime_loop", "compat_loop", "compat_batched"):
+            assert _is_summary(r[side]) and r[side]["explanations_per_s"] > 0
+        assert r["same_features_same_order"] == r["problems"] == r["B"] * len(r["labels"])
+    assert [t["target"] for t in data["targets"]] == ["compat vs lime, one problem", "compat batched vs a lime loop"]

@@ -1,10 +1,13 @@
 """torchlime.compat.LimeBase against lime.lime_base.LimeBase on the same neighbourhoods."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
 from lime.lime_base import LimeBase as ReferenceLimeBase
 from sklearn.linear_model import Lasso
+from sklearn.metrics import r2_score
 
 from torchlime import functional as TF
 from torchlime.compat import LimeBase
@@ -104,3 +107,178 @@ def test_errors():
         base.explain_instance_with_data(data, labels[:10], distances, 0, 3)
     with pytest.raises(ValueError, match=r"expected neighborhood_data of shape \(n, F\)"):
         base.explain_instance_with_data(data[0], labels, distances, 0, 3)
+
+
+def _lime_or_error(fn):
+    """lime's result, or the exception it raised."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fn()
+    except Exception as err:  # noqa: BLE001 - any refusal counts; the test checks which
+        return err
+
+
+def _same_explanation(ours, ref):
+    assert [int(f) for f, _ in ours[1]] == [int(f) for f, _ in ref[1]]
+    np.testing.assert_allclose([w for _, w in ours[1]], [w for _, w in ref[1]], atol=1e-8, rtol=0)
+    assert ours[0] == pytest.approx(ref[0], abs=1e-8)
+    assert ours[2] == pytest.approx(ref[2], abs=1e-8)
+    np.testing.assert_allclose(ours[3], ref[3], atol=1e-8, rtol=0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("value", [0.3, 0.5, 0.0])
+def test_constant_labels_as_lime(mode, value):
+    # Where lime's weighted mean of the constant comes out exact: coefficients 0, features
+    # in index order (every feature for lasso_path, whose path has no step), R^2 1.0.
+    data, labels, distances = neighbourhood(0, n=400, F=8)
+    labels[:, 1] = value
+    ref = ReferenceLimeBase(kernel).explain_instance_with_data(data, labels, distances, 1, 4, mode)
+    ours = LimeBase(kernel).explain_instance_with_data(data, labels, distances, 1, 4, mode)
+    assert ref[2] == 1.0 and all(w == 0 for _, w in ref[1])
+    _same_explanation(ours, ref)
+    assert ours[2] == 1.0 and all(w == 0 for _, w in ours[1])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_constant_labels_do_not_depend_on_rounding(mode):
+    # Here lime's computed mean is off by an ulp: it ranks features by ~1e-32 coefficients
+    # and scores R^2 0. torchlime gives the answer lime gives when its rounding is exact.
+    data, labels, distances = neighbourhood(4, n=500, F=10)
+    labels[:, 1] = 0.3
+    ref = ReferenceLimeBase(kernel).explain_instance_with_data(data, labels, distances, 1, 4, mode)
+    assert all(abs(w) < 1e-20 for _, w in ref[1])  # lime's weights are rounding noise
+    ours = LimeBase(kernel).explain_instance_with_data(data, labels, distances, 1, 4, mode)
+    expected = list(range(10)) if mode in ("none", "lasso_path") else [0, 1, 2, 3]
+    assert [int(f) for f, _ in ours[1]] == expected
+    assert all(w == 0 for _, w in ours[1]) and ours[2] == 1.0
+    assert ours[0] == pytest.approx(0.3, abs=1e-15) and ours[3] == pytest.approx([0.3], abs=1e-15)
+
+
+def test_weighted_r2_constant_target_up_to_rounding():
+    # sklearn's r2_score needs den == 0 exactly; a prediction or a mean an ulp away from a
+    # constant target is still a perfect fit of it.
+    # (On these weights sklearn's own mean of 0.3 is an ulp off, and its r2_score of 0.3
+    # predicted by 0.31 is -3e28; on 0.5, whose mean comes out exact, it is 0.)
+    rng = np.random.default_rng(3)
+    w = torch.tensor(rng.uniform(0.1, 1.0, 500))
+    y = torch.full((500, 3), 0.3, dtype=torch.float64)
+    y[:, 1] = 0.5
+    y[:, 2] = torch.tensor(rng.normal(size=500))
+    pred = y.clone()
+    pred[:, 0] = 0.30000000000000004
+    pred[:, 1] = 0.51
+    pred[:, 2] += 0.1 * torch.tensor(rng.normal(size=500))
+    score = TF.weighted_r2(y, pred, w)
+    assert score[0] == 1.0 and score[1] == 0.0
+    assert r2_score(y[:, 1], pred[:, 1], sample_weight=w) == 0.0
+    assert TF.weighted_r2(y[:, :1], y[:, :1], w) == 1.0 == r2_score(y[:, 1], y[:, 1], sample_weight=w)
+    assert score[2] == pytest.approx(r2_score(y[:, 2], pred[:, 2], sample_weight=w), abs=1e-12)
+    # A real spread, however small next to the values (1e-12 relative, thousands of ulps),
+    # is not rounding. Centring loses ~1e-13 of each 1e-9 deviation in both libraries,
+    # hence the tolerance.
+    y[:, 0] = 1e3 + 1e-9 * torch.tensor(rng.normal(size=500))
+    pred[:, 0] = 1e3
+    expected = r2_score(y[:, 0], pred[:, 0], sample_weight=w)
+    assert TF.weighted_r2(y, pred, w)[0] == pytest.approx(expected, rel=1e-3) and abs(expected) > 1e-6
+
+
+def test_nan_in_another_label_column_is_fine_as_in_lime():
+    data, labels, distances = neighbourhood(5)
+    labels[7, 0] = np.nan
+    ref = ReferenceLimeBase(kernel).explain_instance_with_data(data, labels, distances, 2, 4, "lasso_path")
+    ours = LimeBase(kernel).explain_instance_with_data(data, labels, distances, 2, 4, "lasso_path")
+    _same_explanation(ours, ref)
+
+
+def _bad_inputs():
+    data, labels, distances = neighbourhood(6, n=200, F=8)
+    nan_label = labels.copy()
+    nan_label[5, 1] = np.nan
+    inf_label = labels.copy()
+    inf_label[9, 1] = np.inf
+    nan_data = data.copy()
+    nan_data[3, 2] = np.nan
+    nan_distances = distances.copy()
+    nan_distances[4] = np.nan
+    zero = lambda d: np.zeros_like(d)  # noqa: E731
+    negative = lambda d: kernel(d) - 0.5  # noqa: E731
+    return [
+        ("nan_label", (data, nan_label, distances, kernel), r"finite values in neighborhood_labels\[:, 1\], got nan at row 5"),
+        ("inf_label", (data, inf_label, distances, kernel), r"neighborhood_labels\[:, 1\], got inf at row 9"),
+        ("nan_data", (nan_data, labels, distances, kernel), r"finite values in neighborhood_data, got nan at row 3, column 2"),
+        ("nan_distance", (data, labels, nan_distances, kernel),
+         r"finite, non-negative values in kernel_fn\(distances\), got nan at row 4 from distance nan"),
+        ("zero_weights", (data, labels, distances, zero), r"kernel_fn\(distances\) with a positive sum, got all zeros"),
+        ("negative_weights", (data, labels, distances, negative), r"non-negative values in kernel_fn\(distances\), got -"),
+    ]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", _bad_inputs(), ids=lambda c: c[0])
+def test_refuses_what_lime_refuses_with_a_clear_error(mode, case):
+    _, (data, labels, distances, kern), match = case
+    err = _lime_or_error(lambda: ReferenceLimeBase(kern).explain_instance_with_data(data, labels, distances, 1, 3, mode))
+    # lime raises from inside scikit-learn (ZeroDivisionError from np.average for all-zero
+    # weights in lasso_path), ValueError everywhere else.
+    assert isinstance(err, (ValueError, ZeroDivisionError)), err
+    with pytest.raises(ValueError, match=match):
+        LimeBase(kern).explain_instance_with_data(data, labels, distances, 1, 3, mode)
+
+
+def test_feature_selection_errors():
+    data, labels, distances = neighbourhood(0, n=50, F=5)
+    base = LimeBase(kernel)
+    w = kernel(distances)
+    bad = labels[:, 0].copy()
+    bad[2] = np.nan
+    with pytest.raises(ValueError, match="finite values in labels, got nan at row 2"):
+        base.feature_selection(data, bad, w, 2, "highest_weights")
+    with pytest.raises(ValueError, match=r"expected weights of shape \(50,\), got shape \(49,\)"):
+        base.feature_selection(data, labels[:, 0], w[1:], 2, "highest_weights")
+    with pytest.raises(ValueError, match=r"expected labels of shape \(50,\), got shape \(50, 3\)"):
+        base.feature_selection(data, labels, w, 2, "highest_weights")
+    with pytest.raises(ValueError, match="weights with a positive sum, got all zeros"):
+        base.feature_selection(data, labels[:, 0], 0 * w, 2, "lasso_path")
+    with pytest.raises(ValueError, match=r"kernel_fn\(distances\) of shape \(50,\), got shape \(\)"):
+        LimeBase(lambda d: 1.0).explain_instance_with_data(data, labels, distances, 0, 2)
+
+
+def _batch(B=4, n=300, F=12, seed=20):
+    sets = [neighbourhood(seed + b, n=n, F=F) for b in range(B)]
+    return np.stack([s[0] for s in sets]), np.stack([s[1] for s in sets]), np.stack([s[2] for s in sets])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_batched_explanations_equal_lime_one_by_one(mode):
+    data, labels, distances = _batch()
+    chosen = [2, 0]
+    ours = LimeBase(kernel).explain_instances_with_data(data, labels, distances, chosen, 4, mode)
+    assert len(ours) == 4 and all(len(row) == 2 for row in ours)
+    for b in range(4):
+        for j, label in enumerate(chosen):
+            ref = ReferenceLimeBase(kernel).explain_instance_with_data(data[b], labels[b], distances[b], label, 4, mode)
+            _same_explanation(ours[b][j], ref)
+            single = LimeBase(kernel).explain_instance_with_data(data[b], labels[b], distances[b], label, 4, mode)
+            assert [f for f, _ in ours[b][j][1]] == [f for f, _ in single[1]]
+            assert type(ours[b][j][0]) is type(single[0]) and type(ours[b][j][2]) is type(single[2])
+
+
+def test_batched_errors_name_the_neighbourhood():
+    data, labels, distances = _batch(B=3, n=50, F=5)
+    base = LimeBase(kernel)
+    bad = labels.copy()
+    bad[2, 7, 1] = np.nan
+    with pytest.raises(ValueError, match=r"neighborhood_labels\[\.\.\., 1\], got nan at neighbourhood 2, row 7"):
+        base.explain_instances_with_data(data, bad, distances, [0, 1], 2)
+    far = distances.copy()
+    far[1] = np.inf  # every weight of neighbourhood 1 is exp(-inf) = 0
+    with pytest.raises(ValueError, match="with a positive sum, got all zeros at neighbourhood 1"):
+        base.explain_instances_with_data(data, labels, far, [0], 2)
+    with pytest.raises(ValueError, match=r"expected distances of shape \(3, 50\), got shape \(50,\)"):
+        base.explain_instances_with_data(data, labels, distances[0], [0], 2)
+    with pytest.raises(ValueError, match=r"expected label in \[0, 3\), got 5"):
+        base.explain_instances_with_data(data, labels, distances, [0, 5], 2)
+    with pytest.raises(ValueError, match=r"expected neighborhood_data of shape \(B, n, F\)"):
+        base.explain_instances_with_data(data[0], labels, distances, [0], 2)

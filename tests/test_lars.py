@@ -10,7 +10,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import lars_path
 
-from torchlime.functional._lars import lars_lasso_path
+from torchlime.functional._lars import lars_lasso_gram, lars_lasso_path
 
 # Paths computed with different summation orders agree to ~1e-13 relative on these
 # problems; 1e-8 leaves room for longer paths without hiding a wrong step.
@@ -52,6 +52,10 @@ def _torch_path(X: np.ndarray, y: np.ndarray, **kwargs) -> tuple[torch.Tensor, t
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return lars_lasso_path(torch.from_numpy(X), torch.from_numpy(y), **kwargs)
+
+
+# The two walkers: numpy for one problem on the CPU (the default there), torch for batches.
+WALKERS = pytest.mark.parametrize("batched", [False, True], ids=["single", "batched"])
 
 
 def _assert_same_path(
@@ -97,9 +101,10 @@ LIME_CASES = [
 
 
 @pytest.mark.parametrize(("seed", "n", "F"), LIME_CASES)
-def test_lime_masks_match_sklearn(seed: int, n: int, F: int) -> None:
+@WALKERS
+def test_lime_masks_match_sklearn(seed: int, n: int, F: int, batched: bool) -> None:
     X, y = _lime_problem(seed, n, F)
-    _assert_same_path(_sklearn_path(X, y), _torch_path(X, y))
+    _assert_same_path(_sklearn_path(X, y), _torch_path(X, y, batched=batched))
 
 
 @pytest.mark.parametrize(("seed", "n", "F"), LIME_CASES)
@@ -111,11 +116,46 @@ def test_lime_feature_selection_matches(seed: int, n: int, F: int) -> None:
         assert _lime_selection_torch(coefs, k) == _lime_selection_numpy(coefs_sk.numpy(), k), k
 
 
+@pytest.mark.parametrize(("n", "F"), [(50, 12), (300, 40), (50, 40), (1000, 8)])
+def test_a_batch_walks_every_path_as_alone(n: int, F: int) -> None:
+    # 3 designs x 2 targets in one lockstep walk: each path, its step count and lime's
+    # support for num_features equal the problem walked alone (and sklearn's).
+    problems = [_lime_problem(seed, n, F) for seed in range(3)]
+    targets = [[y, _lime_problem(10 + seed, n, F)[1]] for seed, (_, y) in enumerate(problems)]
+    gram = torch.from_numpy(np.stack([X.T @ X for X, _ in problems]))
+    xy = torch.from_numpy(np.stack([[X.T @ y for y in ys] for (X, _), ys in zip(problems, targets)]))
+    sklearn_coefs = [[_sklearn_path(X, y)[1].numpy() for y in ys] for (X, _), ys in zip(problems, targets)]
+    for k in (3, F // 2):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            batch = lars_lasso_gram(gram, xy, n, num_features=k, return_path=True)
+        assert batch.support.shape == (3, 2, F) and batch.n_iter.shape == (3, 2)
+        for g in range(3):
+            for t in range(2):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    alone = lars_lasso_gram(gram[g], xy[g, t].unsqueeze(0), n, num_features=k, return_path=True)
+                M = int(alone.n_iter[0]) + 1
+                assert int(batch.n_iter[g, t]) == M - 1
+                torch.testing.assert_close(batch.support[g, t], alone.support[0], rtol=0, atol=0)
+                scale = alone.coefs[0].abs().max()
+                torch.testing.assert_close(batch.coefs[g, t, :, :M], alone.coefs[0], rtol=1e-9, atol=1e-9 * scale)
+                torch.testing.assert_close(batch.alphas[g, t, :M], alone.alphas[0], rtol=1e-9, atol=0)
+                expected = _lime_selection_numpy(sklearn_coefs[g][t], k)
+                assert torch.nonzero(batch.support[g, t]).flatten().tolist() == expected
+
+
+def test_batched_false_takes_one_problem() -> None:
+    with pytest.raises(ValueError, match="expected a single problem for batched=False, got 2"):
+        lars_lasso_gram(torch.eye(3), torch.ones(2, 3), 5, batched=False)
+
+
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize(("n", "F"), [(30, 10), (200, 25), (5, 10), (10, 30), (15, 30)])
-def test_gaussian_designs_match_sklearn(seed: int, n: int, F: int) -> None:
+@WALKERS
+def test_gaussian_designs_match_sklearn(seed: int, n: int, F: int, batched: bool) -> None:
     X, y = _gaussian_problem(seed, n, F)
-    _assert_same_path(_sklearn_path(X, y), _torch_path(X, y))
+    _assert_same_path(_sklearn_path(X, y), _torch_path(X, y, batched=batched))
 
 
 # Seeds whose sklearn path is itself stable under row permutations of X: with n < F binary
@@ -128,25 +168,28 @@ def test_lime_masks_fewer_samples_than_features(seed: int) -> None:
 
 
 @pytest.mark.parametrize("column", [0, 4, 9])
-def test_zero_column(column: int) -> None:
+@WALKERS
+def test_zero_column(column: int, batched: bool) -> None:
     X, y = _lime_problem(column, 100, 10)
     X[:, column] = 0
     expected = _sklearn_path(X, y)
-    actual = _torch_path(X, y)
+    actual = _torch_path(X, y, batched=batched)
     _assert_same_path(expected, actual)
     assert not actual[1][column].any()
 
 
-def test_y_all_zeros() -> None:
+@WALKERS
+def test_y_all_zeros(batched: bool) -> None:
     X, _ = _lime_problem(0, 50, 10)
     y = np.zeros(50)
     expected = _sklearn_path(X, y)
-    actual = _torch_path(X, y)
+    actual = _torch_path(X, y, batched=batched)
     _assert_same_path(expected, actual)
     assert actual[0].shape == (1,) and actual[1].shape == (10, 1)
 
 
-def test_exact_duplicate_columns_tie_goes_to_first() -> None:
+@WALKERS
+def test_exact_duplicate_columns_tie_goes_to_first(batched: bool) -> None:
     # With exact copies beside other features, sklearn's own path depends on the last bits
     # of its BLAS sums (it changes under a row permutation of X), so only the copy alone
     # with its original is a deterministic comparison.
@@ -155,7 +198,7 @@ def test_exact_duplicate_columns_tie_goes_to_first() -> None:
     X = np.stack([a, a], 1)
     y = 2 * a + rng.normal(size=40)
     expected = _sklearn_path(X, y)
-    actual = _torch_path(X, y)
+    actual = _torch_path(X, y, batched=batched)
     _assert_same_path(expected, actual)
     assert actual[1][0, -1] != 0 and not actual[1][1].any()
 
@@ -163,7 +206,8 @@ def test_exact_duplicate_columns_tie_goes_to_first() -> None:
 @pytest.mark.parametrize(
     ("seed", "n", "F"), [(1, 50, 10), (2, 50, 10), (8, 50, 20), (3, 200, 20), (9, 200, 20)]
 )
-def test_near_duplicate_columns_degenerate_branch(seed: int, n: int, F: int) -> None:
+@WALKERS
+def test_near_duplicate_columns_degenerate_branch(seed: int, n: int, F: int, batched: bool) -> None:
     # A column 1e-9 away from another: its Cholesky pivot is below sklearn's 1e-7, so it is
     # dropped for good when it is picked. The path is ill-conditioned by construction, hence
     # the loose tolerance; the steps and supports are still exactly sklearn's.
@@ -174,30 +218,33 @@ def test_near_duplicate_columns_degenerate_branch(seed: int, n: int, F: int) -> 
     with pytest.warns(ConvergenceWarning, match="degenerate"):
         alphas_sk, _, coefs_sk = lars_path(X, y, method="lasso")
     with pytest.warns(RuntimeWarning, match="degenerate"):
-        actual = lars_lasso_path(torch.from_numpy(X), torch.from_numpy(y))
+        actual = lars_lasso_path(torch.from_numpy(X), torch.from_numpy(y), batched=batched)
     expected = torch.from_numpy(alphas_sk), torch.from_numpy(coefs_sk)
     _assert_same_path(expected, actual, rtol=1e-5)
 
 
 @pytest.mark.parametrize("max_iter", [0, 1, 3, 7])
-def test_max_iter(max_iter: int) -> None:
+@WALKERS
+def test_max_iter(max_iter: int, batched: bool) -> None:
     X, y = _lime_problem(5, 200, 15)
     expected = _sklearn_path(X, y, max_iter=max_iter)
-    actual = _torch_path(X, y, max_iter=max_iter)
+    actual = _torch_path(X, y, max_iter=max_iter, batched=batched)
     _assert_same_path(expected, actual)
     assert actual[0].shape == (max_iter + 1,)
 
 
 @pytest.mark.parametrize("eps", [1e-3, 0.5])
-def test_eps(eps: float) -> None:
+@WALKERS
+def test_eps(eps: float, batched: bool) -> None:
     X, y = _lime_problem(6, 100, 12)
-    _assert_same_path(_sklearn_path(X, y, eps=eps), _torch_path(X, y, eps=eps))
+    _assert_same_path(_sklearn_path(X, y, eps=eps), _torch_path(X, y, eps=eps, batched=batched))
 
 
-def test_drop_step_is_exercised() -> None:
+@WALKERS
+def test_drop_step_is_exercised(batched: bool) -> None:
     # Guards the lasso modification: on this problem coefficients cross zero 8 times.
     X, y = _lime_problem(1, 50, 40)
-    alphas, coefs = _torch_path(X, y)
+    alphas, coefs = _torch_path(X, y, batched=batched)
     support = coefs != 0
     assert (support[:, :-1] & ~support[:, 1:]).sum() == 8
     _assert_same_path(_sklearn_path(X, y), (alphas, coefs))
@@ -240,8 +287,9 @@ def test_device(device: str) -> None:
     _assert_same_path(_sklearn_path(X, y), (alphas.cpu(), coefs.cpu()))
 
 
-def test_no_features() -> None:
-    alphas, coefs = lars_lasso_path(torch.zeros(5, 0), torch.ones(5))
+@WALKERS
+def test_no_features(batched: bool) -> None:
+    alphas, coefs = lars_lasso_path(torch.zeros(5, 0), torch.ones(5), batched=batched)
     assert alphas.shape == (1,) and coefs.shape == (0, 1)
 
 

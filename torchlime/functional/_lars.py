@@ -1,24 +1,36 @@
 """Lasso regularization path by least-angle regression (LARS), scikit-learn's algorithm in torch.
 
-A step-by-step port of ``sklearn.linear_model.lars_path(X, y, method="lasso")`` with its
-defaults (``Gram=None``, ``alpha_min=0``, ``positive=False``, ``return_path=True``): same
-number of steps, same active set at every step, the same "drop" step when a coefficient
-crosses zero, and the same handling of degenerate regressors and early stops. lime's
-``lasso_path`` feature selection reads the nonzero pattern of this path, so the port keeps
-scikit-learn's tie-breaking (first maximum, its column swaps) and roundings.
+A port of ``sklearn.linear_model.lars_path(X, y, method="lasso")`` (equivalently its
+Gram form ``lars_path_gram``) with its defaults (``alpha_min=0``, ``positive=False``):
+same number of steps, same active set at every step, the same "drop" step when a
+coefficient crosses zero, and the same handling of degenerate regressors and early
+stops. lime's ``lasso_path`` feature selection reads the nonzero pattern of this path,
+so the port keeps scikit-learn's tie-breaking (first maximum in the order of its column
+swaps) and roundings.
 
-Shape glossary: n perturbation samples, F interpretable features, M steps of the path.
+It runs on the Gram matrix ``X^T X`` and ``X^T y`` (the ``(F, F)`` and ``(F,)`` moments), so a
+step costs O(F^2) whatever the number of samples, and it walks many problems at once: every
+problem of a batch takes its own path, in lockstep, with masks (a problem that has
+finished waits for the others). A step reads three flags on the host: whether any problem
+is still walking, needs sklearn's regularised direction, or drops a feature.
+
+Shape glossary: n perturbation samples, F interpretable features, K targets (problems
+sharing one Gram matrix), M steps of the path.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["lars_lasso_path"]
+from ._linalg import cholesky_solve
+
+__all__ = ["LarsPath", "lars_lasso_gram", "lars_lasso_path"]
 
 # Constants of sklearn's ``_lars_path_solver``.
 _TINY32 = torch.finfo(torch.float32).tiny  # keeps denominators off zero
@@ -26,7 +38,27 @@ _EQUALITY_TOLERANCE = torch.finfo(torch.float32).eps  # early stop once alpha <=
 _COV_DECIMALS = 15  # np.finfo(np.float64).precision: rounding of the correlation updates
 _DBL_MAX = torch.finfo(torch.float64).max  # ``min_pos`` of an array with no positive entry
 _DEGENERATE_PIVOT = 1e-7  # a Cholesky pivot below this drops the regressor for good
-_ALPHA_MIN = 0.0  # lars_path's default; the only value this port supports
+
+
+class LarsPath(NamedTuple):
+    """What :func:`lars_lasso_gram` walked.
+
+    Attributes:
+        alphas: ``(..., K, M)`` alpha at each step (zero-padded past ``n_iter``), or None
+            unless ``return_path``.
+        coefs: ``(..., K, F, M)`` coefficients at each step (zero-padded), or None unless
+            ``return_path``.
+        n_iter: ``(..., K)`` steps taken (the path of a problem has ``n_iter + 1`` columns).
+        support: ``(..., K, F)`` bool, lime's choice for ``num_features``: the nonzero
+            pattern of the last step with at most ``num_features`` nonzeros (step 1 if
+            none has), every feature for a path with no step; None without
+            ``num_features``.
+    """
+
+    alphas: Tensor | None
+    coefs: Tensor | None
+    n_iter: Tensor
+    support: Tensor | None
 
 
 def lars_lasso_path(
@@ -35,16 +67,14 @@ def lars_lasso_path(
     *,
     max_iter: int = 500,
     eps: float | None = None,
+    batched: bool | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Lasso path by LARS, step for step as ``sklearn.linear_model.lars_path(method="lasso")``.
 
     Minimizes ``(1 / (2 n)) ||y - X w||^2 + alpha ||w||_1`` for every alpha from
     ``max |X^T y| / n`` down to 0 and returns the kinks of the piecewise-linear path.
-    Computes in float64 on ``X``'s device.
-
-    The path is inherently sequential (each step depends on the sign of the previous
-    one), so this walks it in a Python loop and reads scalars back with ``.item()`` at
-    every step: use it per instance, not on a hot path.
+    Computes in float64 on ``X``'s device, on ``X^T X`` and ``X^T y`` (each entry summed in
+    the same order, so equal columns of X tie exactly, as in scikit-learn).
 
     Args:
         X: ``(n, F)`` design matrix (any real dtype; bool and integer masks are fine).
@@ -52,6 +82,9 @@ def lars_lasso_path(
         max_iter: Maximum number of steps (sklearn's ``max_iter``).
         eps: Floor of the Cholesky pivots (sklearn's ``eps``); ``None`` for the float64
             machine epsilon, sklearn's default.
+        batched: walk with the batched torch code (True) or the single-problem numpy
+            code (False); None: numpy on the CPU, torch elsewhere (see
+            :func:`lars_lasso_gram`).
 
     Returns:
         ``(alphas, coefs)``: ``alphas`` ``(M,)``, the maximum absolute correlation divided
@@ -77,175 +110,508 @@ def lars_lasso_path(
         (torch.Size([3]), torch.Size([2, 3]))
     """
     out_dtype = _validate(X, y, max_iter, eps)
-    eps = torch.finfo(torch.float64).eps if eps is None else float(eps)
-    device = X.device
-    n_samples, n_features = X.shape
-    f64 = {"dtype": torch.float64, "device": device}
-
-    # Features are rows of XT; like sklearn's Fortran-ordered X they get swapped so that the
-    # active ones come first, in the order they entered. ``cov[j]`` is the correlation of
-    # row ``n_active + j`` with the residual.
+    n, F = X.shape
+    f64 = {"dtype": torch.float64, "device": X.device}
+    if F == 0:
+        return torch.zeros(1, **f64).to(out_dtype), torch.zeros(0, 1, **f64).to(out_dtype)
     XT = X.detach().to(**f64).T.contiguous()
     y64 = y.detach().to(**f64)
-    cov = _rowwise_dot(XT, y64)
-    indices = list(range(n_features))
-    active: list[int] = []
-    max_features = min(max_iter, n_features)
-    sign_active = [0.0] * max_features
-    # Lower Cholesky factor of the active Gram in L[:n_active, :n_active]; its strict upper
-    # triangle stays 0 (the solvers read only the lower one anyway).
-    L = torch.zeros(max_features, max_features, **f64)
+    gram = _rowwise_gram(XT)
+    xy = (XT * y64).sum(-1)
+    path = lars_lasso_gram(gram, xy.unsqueeze(0), n, max_iter=max_iter, eps=eps, return_path=True, batched=batched)
+    M = int(path.n_iter[0]) + 1
+    return path.alphas[0, :M].to(out_dtype), path.coefs[0, :, :M].to(out_dtype)
 
-    alphas = [0.0]
-    coefs = [torch.zeros(n_features, **f64)]
+
+def lars_lasso_gram(
+    gram: Tensor,
+    xy: Tensor,
+    n_samples: int,
+    *,
+    max_iter: int = 500,
+    eps: float | None = None,
+    num_features: int | None = None,
+    return_path: bool = False,
+    batched: bool | None = None,
+) -> LarsPath:
+    """LARS lasso paths from Gram matrices, many problems at once (``lars_path_gram``).
+
+    A batch walks in torch on the tensors' device, every path in lockstep (:func:`_walk`).
+    A single problem on the CPU walks in float64 numpy instead (:func:`_walk_one`): a
+    step is a few dozen operations on vectors of F numbers, where numpy's per-call cost
+    is a fraction of torch's and no mask is needed for other problems. Both take the same
+    steps (the tests hold them to scikit-learn and to each other).
+
+    Args:
+        gram: ``(..., F, F)`` float64 ``X^T X``.
+        xy: ``(..., K, F)`` float64 ``X^T y`` of K problems sharing each Gram matrix.
+        n_samples: n, the divisor of the alphas (early stop once ``alpha <= 1.19e-7``).
+        max_iter: maximum number of steps.
+        eps: floor of the Cholesky pivots (None: float64 epsilon).
+        num_features: fill :attr:`LarsPath.support` with lime's rule for this many.
+        return_path: keep every step's alphas and coefficients.
+        batched: force the torch walk (True) or the numpy one (False, a single problem
+            only); None picks as above.
+
+    Returns:
+        :class:`LarsPath`.
+    """
+    eps = torch.finfo(torch.float64).eps if eps is None else float(eps)
+    lead = xy.shape[:-2]
+    K, F = xy.shape[-2:]
+    gram = gram.reshape(-1, F, F)
+    xy = xy.reshape(-1, K, F)
+    single = gram.shape[0] * K == 1
+    if batched is None:
+        batched = not (single and xy.device.type == "cpu")
+    if not batched and not single:
+        raise ValueError(f"expected a single problem for batched=False, got {gram.shape[0] * K}")
+    with torch.no_grad():
+        if batched:
+            alphas, coefs, n_iter, support = _walk(gram, xy, n_samples, max_iter, eps, num_features, return_path)
+        else:
+            alphas, coefs, n_iter, support = _walk_one(
+                gram[0].detach().cpu().numpy(), xy[0, 0].detach().cpu().numpy(), n_samples, max_iter, eps,
+                num_features, return_path,
+            )
+    shape = (*lead, K)
+    return LarsPath(
+        None if alphas is None else alphas.reshape(*shape, -1),
+        None if coefs is None else coefs.reshape(*shape, F, -1),
+        n_iter.reshape(shape),
+        None if support is None else support.reshape(*shape, F),
+    )
+
+
+def _walk_one(
+    gram: np.ndarray, xy: np.ndarray, n_samples: int, max_iter: int, eps: float, num_features: int | None,
+    return_path: bool,
+) -> tuple[Tensor | None, Tensor | None, Tensor, Tensor | None]:
+    """One path, sklearn's Gram branch line for line, on float64 numpy: ``gram (F, F)``, ``xy (F,)``.
+
+    The triangular solves go through torch on the same memory (numpy has none); ``u = L^-1 s``
+    grows by one entry per added feature, so a step needs two solves, not three. Returns
+    what :func:`_walk` returns, with leading dims ``(1, 1)``.
+    """
+    F = xy.shape[0]
+    S = min(max_iter, F)
+    G = gram.copy()  # rows and columns swapped along with the positions, as sklearn does
+    cov = xy.copy()  # by position; those below n_active are stale
+    order = np.arange(F)  # feature at each position
+    L = np.zeros((S, S))
+    L_t = torch.from_numpy(L)
+    sign = np.zeros(S)
+    u = np.zeros(S)  # L^-1 sign over the active slots
+    u_t = torch.from_numpy(u).unsqueeze(-1)
+    coef = np.zeros(F)  # by feature
+    alphas: list[float] = [0.0]
+    coefs: list[np.ndarray] = [coef.copy()]
+    support = np.ones(F, dtype=bool)
+    k = F if num_features is None else num_features
     n_iter = n_active = 0
     drop = False
-    idx: list[int] = []
-
+    degenerate_seen = early_seen = False
     while True:
-        if cov.numel():
-            c_idx = int(torch.argmax(cov.abs()))  # first maximum, as np.argmax
-            c_signed = cov[c_idx].item()
+        if n_active < F:
+            c_idx = n_active + int(np.abs(cov[n_active:]).argmax())  # first maximum
+            c_signed = float(cov[c_idx])
             C = abs(c_signed)
         else:
             C = 0.0
-        coef = coefs[n_iter]
         alpha = C / n_samples
         alphas[n_iter] = alpha
-        if alpha <= _ALPHA_MIN + _EQUALITY_TOLERANCE:
-            # Early stop. sklearn interpolates back to alpha_min when alpha overshoots it by
-            # more than the tolerance, which cannot happen with alpha_min = 0.
+        if alpha <= _EQUALITY_TOLERANCE or n_iter >= max_iter or n_active >= F:
             break
-        if n_iter >= max_iter or n_active >= n_features:
-            break
-
         if not drop:
-            # Append the most correlated feature to the Cholesky factor of the active Gram.
-            sign_active[n_active] = float((c_signed > 0) - (c_signed < 0))
-            m, k = n_active, c_idx + n_active
-            cov = cov.clone()
-            cov[[0, c_idx]] = cov[[c_idx, 0]]
-            indices[k], indices[m] = indices[m], indices[k]
-            cov_not_shortened = cov
-            cov = cov[1:]
-            XT[[m, k]] = XT[[k, m]]
-            x_new = XT[n_active]
-            c = torch.dot(x_new, x_new)
-            if n_active:
-                w = XT[:n_active] @ x_new
-                w = torch.linalg.solve_triangular(
-                    L[:n_active, :n_active], w.unsqueeze(-1), upper=False
-                ).squeeze(-1)
-                L[n_active, :n_active] = w
-                v = torch.dot(w, w)
+            m = n_active
+            if c_idx != m:
+                cov[m], cov[c_idx] = cov[c_idx], cov[m]
+                order[m], order[c_idx] = order[c_idx], order[m]
+                row = G[m].copy()
+                G[m] = G[c_idx]
+                G[c_idx] = row
+                col = G[:, m].copy()
+                G[:, m] = G[:, c_idx]
+                G[:, c_idx] = col
+            if m:
+                b = torch.from_numpy(G[m, :m]).unsqueeze(-1)
+                w = torch.linalg.solve_triangular(L_t[:m, :m], b, upper=False).numpy()[:, 0]
+                v = float(w @ w)
             else:
-                v = torch.zeros((), **f64)
-            diag = max(math.sqrt(abs((c - v).item())), eps)
-            L[n_active, n_active] = diag
-
+                v = 0.0
+            diag = max(math.sqrt(abs(G[m, m] - v)), eps)
             if diag < _DEGENERATE_PIVOT:
-                warnings.warn(
-                    f"LARS: regressors in active set degenerate; dropping regressor "
-                    f"{indices[n_active]} for good after {n_iter} iterations, alpha={alpha:.3e}, "
-                    f"active set of {n_active} regressors, Cholesky pivot {diag:.3e}. "
-                    "Reduce max_iter or increase eps.",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-                # sklearn zeroes the covariance and swaps it back, but leaves the swapped
-                # rows of X and ``indices`` as they are; reproduced as is.
-                cov = cov_not_shortened
-                cov[0] = 0.0
-                cov[[0, c_idx]] = cov[[c_idx, 0]]
+                degenerate_seen = True
+                # sklearn zeroes the covariance at m and swaps the values back, but not the
+                # positions (nor the Gram rows): reproduced as is.
+                cov[m] = 0.0
+                cov[m], cov[c_idx] = cov[c_idx], cov[m]
                 continue
-
-            active.append(indices[n_active])
+            if m:
+                L[m, :m] = w
+            L[m, m] = diag
+            sign[m] = np.sign(c_signed)
+            u[m] = (sign[m] - (L[m, :m] @ u[:m] if m else 0.0)) / diag
             n_active += 1
-
         if n_iter > 0 and alphas[n_iter - 1] < alpha:
-            warnings.warn(
-                f"LARS: early stopping the lasso path, as the residues are small and alpha is "
-                f"no longer well controlled: {n_iter} iterations, alpha={alpha:.3e}, previous "
-                f"alpha={alphas[n_iter - 1]:.3e}, active set of {n_active} regressors.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            early_seen = True
+            break
+        a = n_active
+        ls = torch.linalg.solve_triangular(L_t[:a, :a].mT, u_t[:a], upper=True).numpy()[:, 0]
+        AA = _inv_sqrt(float(ls @ sign[:a]))
+        if not math.isfinite(AA):
+            i = 0
+            L_reg = L_t[:a, :a].clone()
+            sign_t = torch.from_numpy(sign[:a]).unsqueeze(-1)
+            while not math.isfinite(AA) and i < 64:
+                L_reg.diagonal().add_((2.0**i) * eps)
+                ls = torch.cholesky_solve(sign_t, L_reg).numpy()[:, 0]
+                total = float(ls @ sign[:a])
+                AA = _inv_sqrt(eps if eps > total else total)  # Python's max(total, eps)
+                i += 1
+        ls = ls * AA
+        corr = np.around(ls @ G[:a, a:], _COV_DECIMALS)
+        rest = cov[a:]
+        g1 = _min_pos_np((C - rest) / (AA - corr + _TINY32))
+        g2 = _min_pos_np((C + rest) / (AA + corr + _TINY32))
+        gamma = min(g1, g2, C / AA)
+        active = order[:a]
+        z = coef[active] / (ls + _TINY32)
+        z *= -1.0
+        z_pos = _min_pos_np(z)
+        drop = z_pos < gamma
+        if drop:
+            gamma = z_pos
+        n_iter += 1
+        coef = coef.copy() if return_path else coef
+        coef[active] += gamma * ls
+        cov[a:] -= gamma * corr
+        alphas.append(0.0)
+        if drop:
+            dropped = np.nonzero(z == z_pos)[0][::-1]
+            # Deliberate deviation: sklearn keeps ``p + (-p / l) * l`` for a dropped coefficient,
+            # a rounding residue that is exactly 0 in ~92% of drops and ~1e-18 otherwise; lime's
+            # ``nonzero()`` rule counts it, and the exact 0 agrees with sklearn more often.
+            coef[active[dropped]] = 0.0
+        if return_path:
+            coefs.append(coef)
+        nonzero = coef != 0
+        if int(nonzero.sum()) <= k:
+            support = nonzero
+        if drop:
+            for ii in dropped:  # last slot first
+                # The factor without the slot (sklearn: cholesky_delete), see :func:`_drop`.
+                rows = np.r_[0:ii, ii + 1 : a]
+                R = np.linalg.qr(L[rows, :a].T, mode="r")
+                L[: a - 1, : a - 1] = (R * np.where(np.diag(R) < 0, -1.0, 1.0)[:, None]).T[:, : a - 1]
+                L[a - 1, :] = 0.0
+                L[:, a - 1] = 0.0
+                # The feature goes to the first inactive position, its covariance from the Gram
+                # matrix (sklearn's Gram branch).
+                shift = np.r_[0:ii, ii + 1 : a, ii, a:F]
+                f_out = order[ii]
+                order = order[shift]
+                G = G[shift][:, shift]
+                sign[ii : a - 1] = sign[ii + 1 : a]
+                sign[a - 1] = 0.0
+                a -= 1
+                cov[a] = xy[f_out] - gram[f_out] @ coef
+            u[:] = 0.0
+            if a:
+                u[:a] = torch.linalg.solve_triangular(L_t[:a, :a], torch.from_numpy(sign[:a]).unsqueeze(-1),
+                                                      upper=False).numpy()[:, 0]
+        n_active = a
+    if degenerate_seen:
+        warnings.warn(
+            "LARS: regressors in active set degenerate; dropped a regressor for good (its Cholesky "
+            f"pivot was below {_DEGENERATE_PIVOT}). Reduce max_iter or increase eps.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    if early_seen:
+        warnings.warn(
+            "LARS: early stopping the lasso path, as the residues are small and alpha is no longer "
+            "well controlled.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    M = n_iter + 1
+    alphas_t = torch.tensor(alphas[:M], dtype=torch.float64).view(1, 1, M) if return_path else None
+    coefs_t = torch.from_numpy(np.stack(coefs[:M], 1)).view(1, 1, F, M) if return_path else None
+    support_t = torch.from_numpy(support.copy()).view(1, 1, F) if num_features is not None else None
+    return alphas_t, coefs_t, torch.tensor([[n_iter]]), support_t
+
+
+def _walk(
+    gram: Tensor, xy: Tensor, n_samples: int, max_iter: int, eps: float, num_features: int | None, return_path: bool
+) -> tuple[Tensor | None, Tensor | None, Tensor, Tensor | None]:
+    """The path of every problem, in lockstep: ``gram (G, F, F)``, ``xy (G, K, F)``.
+
+    The state follows sklearn's layout: ``order`` lists the features in the order its
+    column swaps put them (the active ones first, in the order they entered, which is
+    also their slot in the Cholesky factor ``L``), ``cov`` is in that order, and the
+    coefficients are kept per slot; per-problem scalars are ``(G, K, 1)``. A problem that
+    has finished keeps stepping on whatever its state holds (nothing it computes is
+    recorded), so no update needs a mask for it; the loop ends when every problem has
+    finished. A step is a fixed sequence of small tensor operations: on a CPU their
+    number, not their size, is the cost, hence the folded masks below.
+    """
+    G, K, F = xy.shape
+    dev = xy.device
+    f64 = {"dtype": torch.float64, "device": dev}
+    S = min(max_iter, F)  # slots of the Cholesky factor
+    gram_k = gram.unsqueeze(1).expand(G, K, F, F)  # a view: rows gathered per problem
+    arange_f = torch.arange(F, device=dev)
+    arange_s = torch.arange(S, device=dev)
+    cov = xy.clone()  # by position
+    order = arange_f.expand(G, K, F).clone()  # feature at each position
+    n_active = torch.zeros(G, K, 1, dtype=torch.long, device=dev)
+    L = torch.eye(S, **f64).expand(G, K, S, S).clone()  # identity past n_active
+    sign = torch.zeros(G, K, S, **f64)  # by slot
+    coef = torch.zeros(G, K, S, **f64)  # by slot
+    last_alpha = torch.full((G, K, 1), math.inf, **f64)  # alpha of the previous step (none yet)
+    n_iter = torch.zeros(G, K, 1, dtype=torch.long, device=dev)
+    drop = torch.zeros(G, K, 1, dtype=torch.bool, device=dev)
+    done = torch.zeros(G, K, 1, dtype=torch.bool, device=dev)
+    degenerate_seen = torch.zeros(G, K, 1, dtype=torch.bool, device=dev)
+    early_seen = torch.zeros(G, K, 1, dtype=torch.bool, device=dev)
+    support = torch.ones(G, K, F, dtype=torch.bool, device=dev) if num_features is not None else None
+    alphas = coefs = None
+    if return_path:
+        alphas = torch.zeros(G, K, S + 1, **f64)
+        coefs = torch.zeros(G, K, F, S + 1, **f64)
+    row_index = (G, K, 1, F)
+    pm = torch.tensor([[1.0], [-1.0]], **f64)  # the two sides of sklearn's g1 and g2
+
+    while True:
+        # The most correlated inactive feature: the first maximum in position order.
+        inactive = arange_f >= n_active
+        masked = torch.where(inactive, cov.abs(), -1.0)
+        # amax and argmax, not max(dim): on a CPU that one starts the thread pool for any
+        # size, and on a busy machine the start waits a scheduler time slice (~10 ms).
+        C = masked.amax(-1, keepdim=True).clamp_min_(0.0)
+        c_pos = masked.argmax(-1, keepdim=True)
+        alpha = C / n_samples
+        if return_path:
+            alphas, coefs = _grow(alphas, coefs, n_iter)  # a degenerate try rewrites its step
+            alphas.scatter_(-1, n_iter, torch.where(done, alphas.gather(-1, n_iter), alpha))
+        done = done | (alpha <= _EQUALITY_TOLERANCE) | (n_iter >= max_iter) | (n_active >= F)
+        if bool(done.all()):
             break
 
-        # Equiangular direction: least squares of the signs on the active Gram.
-        signs = torch.tensor(sign_active[:n_active], **f64)
-        L_active = L[:n_active, :n_active]
-        least_squares = torch.cholesky_solve(signs.unsqueeze(-1), L_active).squeeze(-1)
-        if n_active == 1 and least_squares.item() == 0:
-            # The sign of the only active feature is 0.
-            least_squares = torch.ones(1, **f64)
-            AA = 1.0
-        else:
-            AA = _inv_sqrt((least_squares * signs).sum().item())
-            if not math.isfinite(AA):
-                # The active Gram is too ill-conditioned: regularize its factor's diagonal.
-                i = 0
-                L_reg = L_active.clone()
-                while not math.isfinite(AA):
-                    L_reg.diagonal().add_((2**i) * eps)
-                    least_squares = torch.cholesky_solve(signs.unsqueeze(-1), L_reg).squeeze(-1)
-                    total = (least_squares * signs).sum().item()
-                    AA = _inv_sqrt(eps if eps > total else total)  # Python's max(total, eps)
-                    i += 1
-            least_squares = least_squares * AA
+        # Append the chosen feature to the Cholesky factor; sklearn swaps it to position m
+        # (nothing is added, and nothing swapped, right after a drop).
+        m = n_active.clamp_max(F - 1)
+        c_pos = torch.where(drop, m, c_pos)
+        f_c = order.gather(-1, c_pos)
+        f_m = order.gather(-1, m)
+        row = gram_k.gather(-2, f_c.unsqueeze(-1).expand(row_index)).squeeze(-2)  # G[f_c, :]
+        b = torch.where(arange_s < n_active, row.gather(-1, order[..., :S]), 0.0)
+        w = torch.linalg.solve_triangular(L, b.unsqueeze(-1), upper=False).squeeze(-1)
+        pivot = (row.gather(-1, f_c) - (w * w).sum(-1, keepdim=True)).abs_()
+        # sqrt(p) as p / sqrt(p): float64 sqrt runs on MKL's threaded vector math from ~100 values.
+        diag = torch.where(pivot > 0, pivot * pivot.rsqrt(), 0.0).clamp_min_(eps)
+        adding = ~(drop | done)
+        degenerate = (diag < _DEGENERATE_PIVOT) & adding
+        accept = adding & ~degenerate
+        degenerate_seen |= degenerate
+        c_signed = cov.gather(-1, c_pos)
+        order = order.scatter(-1, m, f_c).scatter_(-1, c_pos, f_m)
+        # Position c_pos now holds the feature from m, with its covariance. sklearn zeroes a
+        # degenerate feature's covariance and swaps the values back but not the positions:
+        # there the feature from m gets 0 (and the chosen one, now at m, keeps the covariance
+        # of the feature it swapped with; 0 if it was at m). Reproduced as is.
+        cov = cov.scatter(-1, c_pos, cov.gather(-1, m) * ~degenerate)
+        m_s = n_active.clamp_max(S - 1)
+        at_m = arange_s == m_s
+        r = torch.where(at_m, torch.where(accept, diag, 1.0), w * accept)
+        L.scatter_(-2, m_s.unsqueeze(-1).expand(G, K, 1, S), r.unsqueeze(-2))
+        sign = torch.where(at_m & accept, torch.sign(c_signed), sign)
+        n_active = n_active + accept
 
-        eq_dir = XT[:n_active].T @ least_squares
-        corr_eq_dir = torch.round(_rowwise_dot(XT[n_active:], eq_dir), decimals=_COV_DECIMALS)
+        go = ~(done | degenerate)
+        early = (last_alpha < alpha) & go
+        early_seen |= early
+        done = done | early
+        go = go & ~early
 
-        g1 = _min_pos((C - cov) / (AA - corr_eq_dir + _TINY32))
-        g2 = _min_pos((C + cov) / (AA + corr_eq_dir + _TINY32))
-        gamma = min(g1, g2, C / AA if AA else math.inf)
+        # Equiangular direction: least squares of the signs on the active Gram. (sklearn's
+        # special case of a lone active feature of sign 0 cannot occur on a live path: the
+        # sign is that of a covariance of size C > 0.)
+        ls = cholesky_solve(L, sign)
+        AA = (ls * sign).sum(-1, keepdim=True).rsqrt_()
+        bad = ~torch.isfinite(AA) & go
+        if bool(bad.any()):
+            ls, AA = _regularized_direction(L, sign, arange_s < n_active, ls, AA, bad, eps)
+        ls = ls * AA
 
-        # Lasso modification: stop where an active coefficient crosses zero, and drop it.
-        drop = False
-        z = -coef[active] / (least_squares + _TINY32)
-        z_pos = _min_pos(z)
-        if z_pos < gamma:
-            idx = torch.nonzero(z == z_pos).squeeze(-1).tolist()[::-1]
-            for ii in idx:
-                sign_active[ii] = -sign_active[ii]
-            gamma = z_pos
-            drop = True
+        # The step to the next kink: an inactive correlation catches up with C (sklearn's
+        # g1 and g2, both signs at once) ...
+        active_feat = order[..., :S]
+        corr = torch.zeros_like(cov).scatter_(-1, active_feat, ls) @ gram  # G[active, :]^T ls
+        corr = corr.gather(-1, order).round_(decimals=_COV_DECIMALS).unsqueeze(-2) * pm
+        gaps = (C.unsqueeze(-1) - cov.unsqueeze(-2) * pm) / (AA.unsqueeze(-1) - corr + _TINY32)
+        gaps = torch.where((gaps > 0) & (arange_f >= n_active).unsqueeze(-2), gaps, _DBL_MAX)
+        gamma = torch.minimum(gaps.amin((-2, -1)).unsqueeze(-1), C / AA)
+        # ... or, the lasso modification, an active coefficient crosses zero and is dropped
+        # (free slots hold 0 / (0 + tiny) = 0, which min_pos skips).
+        z = coef / (ls + _TINY32)
+        z.neg_()
+        z_pos = torch.where(z > 0, z, _DBL_MAX).amin(-1, keepdim=True)
+        drop = (z_pos < gamma) & go
+        gamma = torch.where(drop, z_pos, gamma) * go
+        dropped = (z == z_pos) & drop
 
-        n_iter += 1
-        new_coef = torch.zeros(n_features, **f64)
-        new_coef[active] = coef[active] + gamma * least_squares
-        if drop:
-            # Deliberate deviation: sklearn keeps ``p + (-p / l) * l`` here, a rounding
-            # residue that is exactly 0 in ~92% of drops and ~1e-18 otherwise, depending on
-            # the last bits of p and l, which no other summation order reproduces. lime's
-            # ``nonzero()`` rule counts that residue, so the exact 0 agrees with sklearn
-            # more often than recomputing the residue with different bits would.
-            new_coef[[active[ii] for ii in idx]] = 0.0
-        coefs.append(new_coef)
-        alphas.append(0.0)
-        cov = cov - gamma * corr_eq_dir
+        # Deliberate deviation: sklearn keeps ``p + (-p / l) * l`` for a dropped coefficient,
+        # a rounding residue that is exactly 0 in ~92% of drops and ~1e-18 otherwise,
+        # depending on the last bits of p and l. lime's ``nonzero()`` rule counts that
+        # residue, so the exact 0 agrees with sklearn more often than any recomputation.
+        coef = torch.where(dropped, 0.0, coef + gamma * ls)
+        cov = cov - gamma * corr[..., 0, :]
+        last_alpha = torch.where(go, alpha, last_alpha)
+        n_iter = n_iter + go
+        if return_path:
+            alphas, coefs = _grow(alphas, coefs, n_iter)
+            by_feature = torch.zeros_like(cov).scatter(-1, active_feat, coef) * go
+            coefs.scatter_add_(-1, n_iter.unsqueeze(-1).expand(G, K, F, 1), by_feature.unsqueeze(-1))
+        if support is not None:
+            nonzero = coef != 0
+            take = (nonzero.sum(-1, keepdim=True) <= num_features) & go
+            support = torch.where(take, torch.zeros_like(support).scatter_(-1, active_feat, nonzero), support)
+        if bool(drop.any()):
+            L, sign, coef, order, n_active, cov = _drop(gram_k, xy, L, sign, coef, order, n_active, cov, dropped)
 
-        if drop:
-            for ii in idx:
-                # sklearn passes the same n_active for every tie; reproduced as is.
-                _cholesky_delete(L, ii, n_active)
-            n_active -= 1
-            for ii in idx:
-                active.pop(ii)
-            for ii in idx:
-                # Bubble the dropped feature to the end of the active block.
-                for i in range(ii, n_active):
-                    XT[[i, i + 1]] = XT[[i + 1, i]]
-                    indices[i], indices[i + 1] = indices[i + 1], indices[i]
-            residual = y64 - XT[:n_active].T @ new_coef[active]
-            cov = torch.cat([(XT[n_active] @ residual).unsqueeze(0), cov])
-            drop_set = set(idx)
-            sign_active = [s for j, s in enumerate(sign_active) if j not in drop_set] + [0.0]
+    if bool(degenerate_seen.any()):
+        warnings.warn(
+            "LARS: regressors in active set degenerate; dropped a regressor for good (its Cholesky "
+            f"pivot was below {_DEGENERATE_PIVOT}) in {int(degenerate_seen.sum())} of {G * K} path(s). "
+            "Reduce max_iter or increase eps.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    if bool(early_seen.any()):
+        warnings.warn(
+            "LARS: early stopping the lasso path, as the residues are small and alpha is no longer "
+            f"well controlled, in {int(early_seen.sum())} of {G * K} path(s).",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return alphas, coefs, n_iter.squeeze(-1), support
 
-    alphas_t = torch.tensor(alphas[: n_iter + 1], **f64)
-    coefs_t = torch.stack(coefs[: n_iter + 1], dim=1)
-    return alphas_t.to(out_dtype), coefs_t.to(out_dtype)
+
+def _grow(alphas: Tensor, coefs: Tensor, n_iter: Tensor) -> tuple[Tensor, Tensor]:
+    """Double the path buffers when step ``n_iter`` does not fit (drops lengthen a path)."""
+    M = alphas.shape[-1]
+    if int(n_iter.max()) < M:
+        return alphas, coefs
+    return torch.cat([alphas, torch.zeros_like(alphas)], -1), torch.cat([coefs, torch.zeros_like(coefs)], -1)
+
+
+def _min_pos_np(x: np.ndarray) -> float:
+    """sklearn's ``arrayfuncs.min_pos``: the smallest entry in ``(0, DBL_MAX)``, else DBL_MAX."""
+    if not x.size:
+        return _DBL_MAX
+    return min(float(np.where(x > 0, x, math.inf).min()), _DBL_MAX)  # NaN > 0 is False
+
+
+def _inv_sqrt(s: float) -> float:
+    """``1 / sqrt(s)`` with numpy's float64 semantics (inf at 0, NaN below 0, 0 at inf)."""
+    if math.isnan(s) or s < 0:
+        return math.nan
+    if s == 0:
+        return math.inf
+    return 1.0 / math.sqrt(s)
+
+
+def _regularized_direction(
+    L: Tensor, sign: Tensor, slot_on: Tensor, ls: Tensor, AA: Tensor, bad: Tensor, eps: float
+) -> tuple[Tensor, Tensor]:
+    """sklearn's fix of an ill-conditioned active Gram: grow the factor's diagonal until
+    ``1 / sqrt(max(s^T ls, eps))`` is finite (``2^i eps`` added at try i, cumulatively)."""
+    L_reg = L.clone()
+    diag = L_reg.diagonal(dim1=-2, dim2=-1)
+    for i in range(64):
+        if not bool(bad.any()):
+            break
+        diag.add_(torch.where(bad & slot_on, (2.0**i) * eps, 0.0))
+        ls_try = cholesky_solve(L_reg, sign)
+        total = (ls_try * sign).sum(-1, keepdim=True)
+        AA_try = torch.where(eps > total, eps, total).rsqrt()  # Python's max(total, eps)
+        ls = torch.where(bad, ls_try, ls)
+        AA = torch.where(bad, AA_try, AA)
+        bad = bad & ~torch.isfinite(AA_try)
+    return ls, AA
+
+
+def _drop(
+    gram_k: Tensor,
+    xy: Tensor,
+    L: Tensor,
+    sign: Tensor,
+    coef: Tensor,
+    order: Tensor,
+    n_active: Tensor,
+    cov: Tensor,
+    dropped: Tensor,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Remove the ``dropped`` slots ``(G, K, S)`` from the active set, last slot first.
+
+    The factor loses the slot's row and is made triangular again (sklearn's
+    ``cholesky_delete`` does it with Givens rotations; the R of a QR of the transpose is
+    the same factor); the feature moves to the first inactive position, its covariance
+    recomputed from the Gram matrix as sklearn's Gram form does. sklearn takes one slot
+    off ``n_active`` however many coefficients cross zero at the same step (exact ties);
+    here each is removed.
+    """
+    G, K, S = sign.shape
+    F = cov.shape[-1]
+    arange_s = torch.arange(S, device=L.device)
+    arange_f = torch.arange(F, device=L.device)
+    eye = torch.eye(S, dtype=L.dtype, device=L.device)
+    while bool(dropped.any()):
+        has = dropped.any(-1, keepdim=True)
+        ii = torch.where(dropped, arange_s, -1).amax(-1, keepdim=True)  # -1 where none is left
+        n = n_active
+        f_out = order.gather(-1, ii.clamp_min(0))
+        # Positions and slots: below ii they stay, ii..n-2 take the next one, n-1 takes ii.
+        src_f = torch.where(has & (arange_f >= ii) & (arange_f < n - 1), arange_f + 1, arange_f)
+        src_f = torch.where(has & (arange_f == n - 1), ii, src_f)
+        src_s = src_f[..., :S]
+        last = has & (arange_s == n - 1)
+        order = order.gather(-1, src_f)
+        sign = torch.where(last, 0.0, sign.gather(-1, src_s))
+        coef = torch.where(last, 0.0, coef.gather(-1, src_s))
+        # The factor without the slot's row: (n-1) x n, one superdiagonal from row ii on, and
+        # still L'' L''^T = the active Gram without the slot; the R^T of a QR of its
+        # transpose is triangular with the same product. The freed slot n-1 goes back to
+        # the identity.
+        shifted = torch.where(last.unsqueeze(-1), 0.0, L.gather(-2, src_s.unsqueeze(-1).expand(G, K, S, S)))
+        rows = has.reshape(-1).nonzero().squeeze(-1)
+        flat = shifted.reshape(-1, S, S)
+        R = torch.linalg.qr(flat[rows].mT, mode="r").R
+        d = torch.where(R.diagonal(dim1=-2, dim2=-1) < 0, -1.0, 1.0)
+        flat = flat.index_copy(0, rows, R.mT * d.unsqueeze(-2))
+        fixed = torch.where(last.unsqueeze(-1) | last.unsqueeze(-2), eye, flat.view(G, K, S, S))
+        L = torch.where(has.unsqueeze(-1), fixed, L)
+        n_active = n_active - has.long()
+        # The dropped feature's covariance with the residual, at the first inactive position.
+        g_row = gram_k.gather(-2, f_out.unsqueeze(-1).expand(G, K, 1, F)).squeeze(-2)
+        by_feature = torch.zeros_like(cov).scatter(-1, order[..., :S], coef)
+        fresh = xy.gather(-1, f_out) - (g_row * by_feature).sum(-1, keepdim=True)
+        cov = torch.where(has & (arange_f == n - 1), fresh, cov.gather(-1, src_f))
+        dropped = dropped.gather(-1, src_s) & ~last & (arange_s < ii)
+    return L, sign, coef, order, n_active, cov
+
+
+def _rowwise_gram(XT: Tensor) -> Tensor:
+    """``XT @ XT.T`` with every entry summed in the same order: ``XT (F, n) -> (F, F)``.
+
+    BLAS may sum rows in different orders (the blocks of its kernels), which breaks exact
+    ties between duplicated features and hence sklearn's first-maximum choice.
+    """
+    F, n = XT.shape
+    step = max(1, (1 << 22) // max(1, F * n))
+    return torch.cat([(XT[i : i + step, None, :] * XT[None, :, :]).sum(-1) for i in range(0, F, step)])
 
 
 def _validate(X: Tensor, y: Tensor, max_iter: int, eps: float | None) -> torch.dtype:
@@ -282,72 +648,3 @@ def _validate(X: Tensor, y: Tensor, max_iter: int, eps: float | None) -> torch.d
     for dt in floats[1:]:
         out = torch.promote_types(out, dt)
     return out
-
-
-def _rowwise_dot(A: Tensor, v: Tensor) -> Tensor:
-    """``A @ v`` summed the same way for every row, so equal rows give bitwise-equal results.
-
-    BLAS ``gemv`` may sum rows in different orders (the column blocks of its kernels), which
-    breaks exact ties between duplicated features and hence sklearn's first-maximum choice.
-
-    Args:
-        A: ``(k, n)``.
-        v: ``(n,)``.
-
-    Returns:
-        ``(k,)``.
-    """
-    return (A * v).sum(-1)
-
-
-def _min_pos(x: Tensor) -> float:
-    """sklearn's ``arrayfuncs.min_pos``: the smallest entry in ``(0, DBL_MAX)``, else DBL_MAX.
-
-    Args:
-        x: ``(k,)``, any k (NaN and inf entries are skipped).
-    """
-    if not x.numel():
-        return _DBL_MAX
-    keep = (x > 0) & (x < _DBL_MAX)
-    return torch.where(keep, x, _DBL_MAX).amin().item()
-
-
-def _inv_sqrt(s: float) -> float:
-    """``1 / sqrt(s)`` with numpy's float64 semantics (inf at 0, NaN below 0, 0 at inf)."""
-    if math.isnan(s) or s < 0:
-        return math.nan
-    if s == 0:
-        return math.inf
-    return 1.0 / math.sqrt(s)
-
-
-def _cholesky_delete(L: Tensor, go_out: int, n: int) -> None:
-    """sklearn's ``arrayfuncs.cholesky_delete`` on ``L[:n, :n]``, in place.
-
-    Removes row and column ``go_out`` from the lower factor: shifts the rows below up, then
-    restores the triangle with Givens rotations, keeping the diagonal non-negative. Row
-    ``n - 1`` is left stale, as in sklearn.
-
-    Args:
-        L: ``(F', F')`` buffer whose leading ``(n, n)`` lower triangle is the factor.
-        go_out: Row and column to remove.
-        n: Size of the factor before removal.
-    """
-    for i in range(go_out, n - 1):
-        L[i, : i + 2] = L[i + 1, : i + 2]
-    for i in range(go_out, n - 1):
-        a, b = L[i, i].item(), L[i, i + 1].item()
-        # BLAS drotg (LAPACK 3.10 scaling, as OpenBLAS) then sklearn's sign fix, which
-        # together give r = |(a, b)| >= 0 and (c, s) = (a, b) / r.
-        scale = max(abs(a), abs(b))
-        if scale:
-            r = scale * math.sqrt((a / scale) ** 2 + (b / scale) ** 2)
-            c, s = a / r, b / r
-        else:
-            r, c, s = 0.0, 1.0, 0.0
-        L[i, i] = r
-        L[i, i + 1] = 0.0
-        x = L[i + 1 : n - 1, i].clone()
-        yv = L[i + 1 : n - 1, i + 1].clone()
-        L[i + 1 : n - 1, i] = c * x + s * yv
-        L[i + 1 : n - 1, i + 1] = c * yv - s * x

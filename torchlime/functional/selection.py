@@ -21,7 +21,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .surrogate import SurrogateFit, _cholesky_solve, _moments, _prepare, _solve, finish_fit
+from ._lars import lars_lasso_gram
+from ._linalg import Moments, moments, prepare, rounding_level, solve, spd_solve
+from .surrogate import SurrogateFit, finish_fit
 
 __all__ = ["FEATURE_SELECTION_MODES", "FeatureSelection", "select_features", "lime_fit", "check_selection"]
 
@@ -94,95 +96,105 @@ def select_features(
 
     Returns:
         :class:`FeatureSelection` with a K dim (``(..., 1, F)`` for a single target).
-        ``lasso_path`` walks a LARS path per instance and target on the host.
+        ``lasso_path`` walks the LARS paths of every instance and target in lockstep
+        (a few host synchronisations per step; a single problem on a CPU walks in numpy).
+
+    Example:
+        >>> X = torch.bernoulli(torch.full((200, 6), 0.5), generator=torch.Generator().manual_seed(0))
+        >>> y = 3 * X[:, 1] - X[:, 4] + 0.5 * X[:, 0]
+        >>> select_features(X, y, torch.ones(200), 2, "forward_selection").order[0, :2].tolist()
+        [1, 4]
     """
     check_selection(num_features, feature_selection)
-    X64, y64, w, _ = _prepare(X, y, sample_weight)
-    F = X64.shape[-1]
-    K = y64.shape[-1]
-    lead = X64.shape[:-2]
+    X64, y64, w, _ = prepare(X, y, sample_weight)
+    m = _lime_moments(X64, y64, w)
+    return _select(X64, m, num_features, feature_selection)
+
+
+def _lime_moments(X: Tensor, y: Tensor, w: Tensor) -> Moments:
+    """The centred moments, with a target that is constant up to rounding made exactly so.
+
+    lime (scikit-learn) sees a constant label as exactly constant: its selection ranks
+    nothing (features come in index order) and its fit is the mean with R^2 = 1. Its
+    rounding residue (~1e-31 cross moments) must not rank features here either.
+    """
+    m = moments(X, y, w, True)
+    constant = rounding_level(m.yy, m.weight_sum.unsqueeze(-1), y.abs().amax(-2), y.shape[-2])
+    return m._replace(
+        cross=m.cross.masked_fill(constant.unsqueeze(-1), 0.0), yy=m.yy.masked_fill(constant, 0.0)
+    )
+
+
+def _select(X: Tensor, m: Moments, num_features: int, feature_selection: str) -> FeatureSelection:
+    """lime's selection from the problem's moments: ``X (..., n, F)`` float64 for row 0 and n."""
+    F = X.shape[-1]
+    K = m.cross.shape[-2]
+    lead = m.cross.shape[:-2]
     if feature_selection == "auto":
         feature_selection = "forward_selection" if num_features <= 6 else "highest_weights"
     if feature_selection == "none":
         selected = torch.ones(*lead, K, F, dtype=torch.bool, device=X.device)
         return _from_mask(selected)
     if feature_selection == "highest_weights":
-        m = _moments(X64, y64, w, True)
-        coef = _solve(m.gram, m.cross, 0.01, None)
-        score = (coef * X64[..., 0, :].unsqueeze(-2)).abs()
+        coef = solve(m.gram, m.cross, 0.01, None)
+        score = (coef * X[..., 0, :].unsqueeze(-2)).abs()
         order = score.argsort(dim=-1, descending=True, stable=True)
         count = torch.full((*lead, K), min(num_features, F), device=X.device)
         return _from_order(order, count)
     if feature_selection == "forward_selection":
-        return _forward_selection(X64, y64, w, num_features)
-    return _lasso_path_selection(X64, y64, w, num_features)
+        return _forward_selection(m.gram, m.cross, num_features)
+    path = lars_lasso_gram(m.gram, m.cross, X.shape[-2], num_features=num_features)
+    return _from_mask(path.support)
 
 
-def _forward_selection(X: Tensor, y: Tensor, w: Tensor, num_features: int) -> FeatureSelection:
-    m = _moments(X, y, w, True)
-    F = X.shape[-1]
-    K = y.shape[-1]
-    lead = X.shape[:-2]
+def _forward_selection(gram: Tensor, cross: Tensor, num_features: int) -> FeatureSelection:
+    """Greedy forward selection, every candidate of a step scored at once.
+
+    lime refits Ridge(alpha=0) on ``used + [j]`` for every candidate j and keeps the best
+    weighted R^2. With the active set's Cholesky factor, the R^2 of ``used + [j]`` is the
+    current one plus ``r_j^2 / d_j / yy``, where ``d_j`` is j's pivot (its variance left
+    after projecting out the used features) and ``r_j`` its covariance with the current
+    residual: one ``(F,)`` vector per step for all candidates (the bordered factor).
+    A candidate whose pivot is rounding (collinear with the used ones, or a constant
+    column) adds nothing, as scikit-learn's least-squares fit of it gives.
+
+    Args:
+        gram: ``(..., F, F)``.
+        cross: ``(..., K, F)``.
+        num_features: steps (at most F).
+    """
+    F = gram.shape[-1]
+    K = cross.shape[-2]
+    lead = cross.shape[:-2]
     steps = min(num_features, F)
-    used = torch.zeros(*lead, K, F, dtype=torch.bool, device=X.device)
+    g = gram.unsqueeze(-3)  # (..., 1, F, F), shared by the K targets
+    g_diag = gram.diagonal(dim1=-2, dim2=-1).unsqueeze(-2)  # (..., 1, F)
+    floor = 1e-10 * g_diag
+    pivot = g_diag.expand(*lead, K, F).clone()  # d_j
+    residual = cross.clone()  # r_j
+    rows = cross.new_zeros(*lead, K, steps, F)  # the factor's rows L^-1 G[used, :]
+    used = torch.zeros(*lead, K, F, dtype=torch.bool, device=cross.device)
     picks = []
-    eye = torch.eye(F, dtype=torch.bool, device=X.device)
-    for _ in range(steps):
-        # One candidate problem per feature j: active = used | {j}  -> (..., K, F_cand, F)
-        active = used.unsqueeze(-2) | eye
-        gram = m.gram.unsqueeze(-3)  # (..., 1, F, F): shared by the K targets
-        cross = m.cross.unsqueeze(-2).expand(*lead, K, F, F)
-        coef = _solve(gram.expand(*lead, K, F, F), cross, 0.0, active)  # (..., K, F_cand, F)
-        sse = (
-            m.yy.unsqueeze(-1)
-            - 2 * (coef * cross).sum(-1)
-            + ((coef.unsqueeze(-2) @ m.gram.unsqueeze(-3).unsqueeze(-3)) @ coef.unsqueeze(-1))
-            .squeeze(-1)
-            .squeeze(-1)
-        )
-        yy = m.yy.unsqueeze(-1)
-        # A constant label scores 1 (scikit-learn's r2_score for a perfect fit of it).
-        score = torch.where(yy > 0, 1 - sse / torch.where(yy > 0, yy, torch.ones_like(yy)), 1.0)
-        score = score.masked_fill(used, float("-inf"))
-        best = score.argmax(-1)
+    for step in range(steps):
+        usable = pivot > floor
+        gain = torch.where(usable, residual.square() / torch.where(usable, pivot, 1.0), 0.0)
+        best = gain.masked_fill(used, -1.0).argmax(-1, keepdim=True)  # (..., K, 1), first max
         picks.append(best)
-        used = used | torch.nn.functional.one_hot(best, F).bool()
-    chosen = torch.stack(picks, -1)
-    rest = torch.arange(F, device=X.device).expand(*lead, K, F)
-    rest_key = torch.where(used, rest + F, rest)
-    rest_order = rest_key.argsort(dim=-1, stable=True)[..., : F - steps]
+        used = used.scatter(-1, best, True)
+        d_best = pivot.gather(-1, best)
+        scale = torch.where(d_best > floor.expand_as(pivot).gather(-1, best), d_best.rsqrt(), 0.0)
+        g_best = g.expand(*lead, K, F, F).gather(-2, best.unsqueeze(-1).expand(*lead, K, 1, F)).squeeze(-2)
+        w_best = rows[..., :step, :].gather(-1, best.unsqueeze(-2).expand(*lead, K, step, 1))  # (..., K, step, 1)
+        new = (g_best - (w_best * rows[..., :step, :]).sum(-2)) * scale
+        rows[..., step, :] = new
+        pivot = pivot - new.square()
+        residual = residual - residual.gather(-1, best) * scale * new
+    chosen = torch.cat(picks, -1)
+    rest = torch.arange(F, device=cross.device).expand(*lead, K, F)
+    rest_order = torch.where(used, rest + F, rest).argsort(dim=-1, stable=True)[..., : F - steps]
     order = torch.cat([chosen, rest_order], -1)
-    count = torch.full((*lead, K), steps, device=X.device)
+    count = torch.full((*lead, K), steps, device=cross.device)
     return FeatureSelection(used, order, count)
-
-
-def _lasso_path_selection(X: Tensor, y: Tensor, w: Tensor, num_features: int) -> FeatureSelection:
-    from ._lars import lars_lasso_path
-
-    F = X.shape[-1]
-    K = y.shape[-1]
-    lead = X.shape[:-2]
-    Xf = X.reshape(-1, *X.shape[-2:])
-    yf = y.reshape(-1, *y.shape[-2:])
-    wf = w.reshape(-1, w.shape[-1])
-    selected = torch.zeros(Xf.shape[0], K, F, dtype=torch.bool, device=X.device)
-    for b in range(Xf.shape[0]):
-        wb = wf[b]
-        sqrt_w = wb.sqrt().unsqueeze(-1)
-        x_mean = (wb.unsqueeze(-1) * Xf[b]).sum(0) / wb.sum()
-        data = (Xf[b] - x_mean) * sqrt_w
-        for k in range(K):
-            labels = yf[b, :, k]
-            labels = (labels - (wb * labels).sum() / wb.sum()) * sqrt_w.squeeze(-1)
-            _, coefs = lars_lasso_path(data, labels)
-            nonzero = torch.ones(F, dtype=torch.bool, device=X.device)
-            for i in range(coefs.shape[1] - 1, 0, -1):
-                nonzero = coefs[:, i] != 0
-                if int(nonzero.sum()) <= num_features:
-                    break
-            selected[b, k] = nonzero
-    selected = selected.reshape(*lead, K, F)
-    return _from_mask(selected)
 
 
 def lime_fit(
@@ -196,7 +208,8 @@ def lime_fit(
     """lime's ``explain_instance_with_data`` with the default regressor, batched.
 
     Selects features with :func:`select_features`, then fits Ridge(``alpha``) on the
-    selected ones (the others get coefficient 0).
+    selected ones (the others get coefficient 0). The weighted moments are formed once
+    and serve both.
 
     Args:
         X: ``(..., n, F)`` neighbourhood data, row 0 the original instance.
@@ -209,16 +222,17 @@ def lime_fit(
     Returns:
         ``(fit, selection)``; ``fit`` has a K dim unless y was ``(..., n)``.
     """
-    selection = select_features(X, y, sample_weight, num_features, feature_selection)
+    check_selection(num_features, feature_selection)
     dtype = y.dtype if y.dtype.is_floating_point else torch.float32
-    X64, y64, w, single = _prepare(X, y, sample_weight)
-    m = _moments(X64, y64, w, True)
+    X64, y64, w, single = prepare(X, y, sample_weight)
+    m = _lime_moments(X64, y64, w)
+    selection = _select(X64, m, num_features, feature_selection)
     F = X64.shape[-1]
     # Every mode but "none" keeps at most num_features: solve that k x k system, not F x F.
     if feature_selection != "none" and 2 * num_features < F:
         coef = _solve_selected(m.gram, m.cross, float(alpha), selection, num_features)
     else:
-        coef = _solve(m.gram, m.cross, float(alpha), selection.selected)
+        coef = solve(m.gram, m.cross, float(alpha), selection.selected)
         coef = torch.where(selection.selected, coef, torch.zeros_like(coef))
     return finish_fit(X64, y64, w, m, coef, single, dtype), selection
 
@@ -238,6 +252,5 @@ def _solve_selected(gram: Tensor, cross: Tensor, alpha: float, selection: Featur
     valid = (torch.arange(k, device=idx.device) < selection.count.unsqueeze(-1)).to(gram.dtype)  # (..., K, k)
     eye = torch.eye(k, device=gram.device, dtype=gram.dtype)
     system = (sub + alpha * eye) * (valid.unsqueeze(-1) * valid.unsqueeze(-2)) + eye * (1 - valid).unsqueeze(-1)
-    chol, _ = torch.linalg.cholesky_ex(system)
-    solution = _cholesky_solve(chol, cross.gather(-1, idx) * valid) * valid
+    solution = spd_solve(system, cross.gather(-1, idx) * valid) * valid
     return torch.zeros_like(cross).scatter(-1, idx, solution)

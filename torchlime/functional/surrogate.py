@@ -17,6 +17,13 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from ._linalg import Moments, rounding_level
+from ._linalg import cholesky_solve as _cholesky_solve
+from ._linalg import masked_system as _masked_system
+from ._linalg import moments as _moments
+from ._linalg import prepare as _prepare
+from ._linalg import solve as _solve
+
 __all__ = [
     "SurrogateFit",
     "Moments",
@@ -54,51 +61,6 @@ class SurrogateFit(NamedTuple):
     n_samples: Tensor | None = None
 
 
-class Moments(NamedTuple):
-    """Weighted, centred second moments of a regression problem (all float64).
-
-    Attributes:
-        gram: ``(..., F, F)`` = Xc^T W Xc.
-        cross: ``(..., K, F)`` = (W yc)^T Xc.
-        yy: ``(..., K)`` = sum w yc^2.
-        x_mean: ``(..., F)`` weighted mean of X (zeros without intercept).
-        y_mean: ``(..., K)`` weighted mean of y (zeros without intercept).
-        weight_sum: ``(...)``.
-    """
-
-    gram: Tensor
-    cross: Tensor
-    yy: Tensor
-    x_mean: Tensor
-    y_mean: Tensor
-    weight_sum: Tensor
-
-
-def _prepare(X: Tensor, y: Tensor, sample_weight: Tensor | None) -> tuple[Tensor, Tensor, Tensor, bool]:
-    if X.dim() < 2:
-        raise ValueError(f"expected X of shape (..., n, F), got shape {tuple(X.shape)}")
-    single = y.dim() == X.dim() - 1
-    if single:
-        y = y.unsqueeze(-1)
-    if y.dim() != X.dim() or y.shape[-2] != X.shape[-2]:
-        raise ValueError(
-            f"expected y of shape (..., {X.shape[-2]}, K) or (..., {X.shape[-2]}) to match X of "
-            f"shape {tuple(X.shape)}, got shape {tuple(y.shape if not single else y.shape[:-1])}"
-        )
-    if sample_weight is None:
-        sample_weight = torch.ones(X.shape[:-1], device=X.device, dtype=torch.float64)
-    if sample_weight.shape[-1:] != X.shape[-2:-1]:
-        raise ValueError(
-            f"expected sample_weight of shape (..., {X.shape[-2]}), got shape "
-            f"{tuple(sample_weight.shape)}"
-        )
-    lead = torch.broadcast_shapes(X.shape[:-2], y.shape[:-2], sample_weight.shape[:-1])
-    X = X.to(torch.float64).expand(*lead, *X.shape[-2:])
-    y = y.to(torch.float64).expand(*lead, *y.shape[-2:])
-    w = sample_weight.to(torch.float64).expand(*lead, sample_weight.shape[-1])
-    return X, y, w, single
-
-
 def weighted_moments(
     X: Tensor, y: Tensor, sample_weight: Tensor | None = None, fit_intercept: bool = True
 ) -> Moments:
@@ -117,30 +79,14 @@ def weighted_moments(
     return _moments(X, y, w, fit_intercept)
 
 
-def _moments(X: Tensor, y: Tensor, w: Tensor, fit_intercept: bool) -> Moments:
-    weight_sum = w.sum(-1)
-    if fit_intercept:
-        denom = weight_sum.clamp_min(torch.finfo(torch.float64).tiny).unsqueeze(-1)
-        x_mean = (w.unsqueeze(-2) @ X).squeeze(-2) / denom
-        y_mean = (w.unsqueeze(-2) @ y).squeeze(-2) / denom
-        Xc = X - x_mean.unsqueeze(-2)
-        yc = y - y_mean.unsqueeze(-2)
-    else:
-        x_mean = X.new_zeros(X.shape[:-2] + X.shape[-1:])
-        y_mean = y.new_zeros(y.shape[:-2] + y.shape[-1:])
-        Xc, yc = X, y
-    wX = Xc * w.unsqueeze(-1)
-    gram = Xc.transpose(-1, -2) @ wX
-    cross = yc.transpose(-1, -2) @ wX
-    yy = (w.unsqueeze(-1) * yc * yc).sum(-2)
-    return Moments(gram, cross, yy, x_mean, y_mean, weight_sum)
-
-
 def weighted_r2(y: Tensor, pred: Tensor, sample_weight: Tensor | None = None) -> Tensor:
     """scikit-learn's ``r2_score(y, pred, sample_weight=w)`` per column.
 
     A constant target scores 1.0 when predicted exactly and 0.0 otherwise, as
-    scikit-learn does.
+    scikit-learn does. "Constant" and "exactly" allow for rounding: a column whose
+    weighted spread around its mean, or whose residual, is at the rounding level of an
+    n-sample sum relative to the column's largest ``|y|`` counts as zero (scikit-learn
+    needs an exact 0, which a computed mean or prediction rarely gives).
 
     Args:
         y: ``(..., n, K)``.
@@ -149,78 +95,25 @@ def weighted_r2(y: Tensor, pred: Tensor, sample_weight: Tensor | None = None) ->
 
     Returns:
         ``(..., K)``.
+
+    Example:
+        >>> y = torch.tensor([[0.3, 1.0], [0.3, 2.0], [0.3, 3.0]])
+        >>> weighted_r2(y, torch.tensor([[0.3, 1.0], [0.3, 2.5], [0.3, 2.5]]))
+        tensor([1.0000, 0.7500])
     """
     if sample_weight is None:
         sample_weight = torch.ones(y.shape[:-1], device=y.device, dtype=y.dtype)
     w = sample_weight.unsqueeze(-1).to(y.dtype)
-    mean = (w * y).sum(-2, keepdim=True) / w.sum(-2, keepdim=True)
+    weight_sum = w.sum(-2)
+    mean = (w * y).sum(-2, keepdim=True) / weight_sum.unsqueeze(-2)
     num = (w * (y - pred) ** 2).sum(-2)
     den = (w * (y - mean) ** 2).sum(-2)
-    # A constant column has den == 0 exactly (summation order could leave ~1e-32).
-    den = torch.where((y == y[..., :1, :]).all(-2), torch.zeros_like(den), den)
-    score = 1 - num / torch.where(den == 0, torch.ones_like(den), den)
-    constant = torch.where(num == 0, torch.ones_like(num), torch.zeros_like(num))
-    return torch.where(den == 0, constant, score)
-
-
-def _masked_system(gram: Tensor, active: Tensor | None, fill: float) -> Tensor:
-    """``gram`` restricted to ``active`` features per target: ``(..., K, F, F)``.
-
-    Rows and columns of inactive features are zeroed and their diagonal set to ``fill``
-    (1 keeps a Cholesky factorisation valid; 0 suits a pseudo-inverse).
-    """
-    if active is None:
-        return gram.unsqueeze(-3)
-    a = active.to(gram.dtype)
-    outer = a.unsqueeze(-1) * a.unsqueeze(-2)
-    eye = torch.eye(gram.shape[-1], device=gram.device, dtype=gram.dtype)
-    return gram.unsqueeze(-3) * outer + eye * (1 - a).unsqueeze(-1) * fill
-
-
-def _cholesky_solve(chol: Tensor, rhs: Tensor) -> Tensor:
-    """Solve ``L L^T x = rhs`` for ``rhs (..., F)`` by two triangular solves.
-
-    Not ``torch.cholesky_solve``: its batched CUDA path (MAGMA's ``dpotrs_batched``)
-    allocates device memory itself, which a CUDA graph capture forbids.
-    """
-    half = torch.linalg.solve_triangular(chol, rhs.unsqueeze(-1), upper=False)
-    return torch.linalg.solve_triangular(chol.mT, half, upper=True).squeeze(-1)
-
-
-def _min_norm_sync_free(system: Tensor, rhs: Tensor, iterations: int = 6) -> Tensor:
-    """Minimum-norm solution of a PSD ``system beta = rhs`` by iterated Tikhonov, sync-free.
-
-    ``beta_{k+1} = beta_k + (A + lam I)^-1 (rhs - A beta_k)`` from ``beta_0 = 0`` stays in the
-    range of A and converges to ``pinv(A) rhs`` (error factor ``lam / (sigma + lam)`` per
-    step for each eigenvalue sigma); ``lam`` is 1e-7 of the mean diagonal. Cholesky with
-    ``cholesky_ex`` never asks the host for an error code, unlike ``pinv``/``eigh``.
-    """
-    F = system.shape[-1]
-    eye = torch.eye(F, device=system.device, dtype=system.dtype)
-    scale = system.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(torch.finfo(system.dtype).tiny)
-    lam = (1e-7 * scale)[..., None, None]
-    chol, _ = torch.linalg.cholesky_ex(system + lam * eye)
-    beta = torch.zeros_like(rhs)
-    for _ in range(iterations):
-        residual = rhs - (system @ beta.unsqueeze(-1)).squeeze(-1)
-        beta = beta + _cholesky_solve(chol, residual)
-    return beta
-
-
-def _solve(gram: Tensor, cross: Tensor, alpha: float, active: Tensor | None, sync_free: bool = False) -> Tensor:
-    """Solve ``(G + alpha I) beta = c`` for each target (restricted to ``active``)."""
-    eye = torch.eye(gram.shape[-1], device=gram.device, dtype=gram.dtype)
-    if alpha > 0:
-        system = _masked_system(gram + alpha * eye, active, fill=1.0)
-        rhs = cross if active is None else cross * active.to(cross.dtype)
-        chol, _ = torch.linalg.cholesky_ex(system)
-        return _cholesky_solve(chol, rhs)
-    # alpha == 0: the minimum-norm least-squares solution (scikit-learn's lstsq fallback).
-    system = _masked_system(gram, active, fill=0.0)
-    rhs = cross if active is None else cross * active.to(cross.dtype)
-    if sync_free:
-        return _min_norm_sync_free(system, rhs)
-    return (torch.linalg.pinv(system, hermitian=True) @ rhs.unsqueeze(-1)).squeeze(-1)
+    scale = y.detach().abs().amax(-2)
+    n = y.shape[-2]
+    constant = (y == y[..., :1, :]).all(-2) | rounding_level(den.detach(), weight_sum, scale, n)
+    exact = rounding_level(num.detach(), weight_sum, scale, n)
+    score = 1 - num / torch.where(constant, torch.ones_like(den), den)
+    return torch.where(constant, exact.to(score.dtype), score)
 
 
 def finish_fit(
