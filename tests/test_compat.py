@@ -136,9 +136,12 @@ def test_constant_labels_as_lime(mode, value):
     labels[:, 1] = value
     ref = ReferenceLimeBase(kernel).explain_instance_with_data(data, labels, distances, 1, 4, mode)
     ours = LimeBase(kernel).explain_instance_with_data(data, labels, distances, 1, 4, mode)
-    assert ref[2] == 1.0 and all(w == 0 for _, w in ref[1])
-    _same_explanation(ours, ref)
     assert ours[2] == 1.0 and all(w == 0 for _, w in ours[1])
+    # Whether lime's own mean comes out exact depends on how numpy sums (its thread count):
+    # where it does, the two explanations are the same; where it does not, lime ranks by
+    # rounding noise (test_constant_labels_do_not_depend_on_rounding).
+    if ref[2] == 1.0 and all(w == 0 for _, w in ref[1]):
+        _same_explanation(ours, ref)
 
 
 @pytest.mark.parametrize("mode", MODES)

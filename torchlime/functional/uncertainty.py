@@ -131,7 +131,7 @@ def sandwich_stderr(
         # Sum the rows of one draw (fixed rows go to a draw that is dropped).
         index = torch.where(drawn, local, torch.full_like(local, m))
         sums = score.new_zeros(*score.shape[:-2], m + 1, F).index_add_(-2, index, score)[..., :m, :]
-        solved = _chol_solve(chol, sums.transpose(-1, -2))  # (..., K, F, m)
+        solved = _solve_columns(chol, sums.transpose(-1, -2))  # (..., K, F, m)
         var = var + solved.pow(2).sum(-1)
         weighted = (ws > 0) & drawn
         per_draw = weighted.to(f64).new_zeros(*weighted.shape[:-1], m + 1).index_add_(-1, index, weighted.to(f64))
@@ -162,7 +162,8 @@ def _chunks(ids: Tensor, chunk: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def _chol_solve(chol: Tensor, rhs: Tensor) -> Tensor:
-    """``A^-1 rhs`` for ``rhs (..., F, m)`` from A's Cholesky factor, by two triangular solves."""
+def _solve_columns(chol: Tensor, rhs: Tensor) -> Tensor:
+    """``A^-1 rhs`` for the columns of ``rhs (..., F, m)`` from A's Cholesky factor (two
+    triangular solves, as :func:`torchlime.functional._linalg.cholesky_solve` for vectors)."""
     half = torch.linalg.solve_triangular(chol, rhs, upper=False)
     return torch.linalg.solve_triangular(chol.mT, half, upper=True)
