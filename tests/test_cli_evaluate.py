@@ -112,4 +112,5 @@ def test_evaluate_song_file(song, monkeypatch, capsys):  # noqa: F811 - the fixt
     assert len(data["labels"]["label_0"]["deletion_curve"]) == 16 + 5 + 1  # 4 stems x 4 segments + 5 lines
     assert data["settings"]["song_info"] == {
         "audio": str(song / "song.wav"), "lyrics": str(song / "song.txt"), "stems": None, "model": "my_model:factory",
-        "separator": str(song / "umx"), "segments": 4, "unit": "line", "keep_residual": False}
+        "separator": str(song / "umx"), "segments": 4, "unit": "line", "keep_residual": False,
+        "sample_rate": 44100, "channels": 2}  # the fixture's file: 2 s of stereo at 44.1 kHz

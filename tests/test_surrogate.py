@@ -209,3 +209,40 @@ def test_lasso_active_set_certifies_lime_problems_without_iterating():
     scale = m.weight_sum[..., None, None]
     beta, certified = S._lasso_active_set(m.gram / scale, m.cross / scale, 0.01)
     assert bool(certified.all())
+
+
+@pytest.mark.parametrize("name,ref,ours", REFERENCES, ids=[r[0] for r in REFERENCES])
+def test_rows_streamed_in_chunks_equal_sklearn(name, ref, ours, monkeypatch):
+    """The normal equations are summed a chunk of rows at a time (memory O(chunk F), not O(n F)
+    in float64): with chunks of 7 rows the fit is still scikit-learn's."""
+    from torchlime.functional import _linalg
+
+    monkeypatch.setattr(_linalg, "_CPU_BLOCK_BYTES", 7 * 10 * 8)
+    X, y, w = problem(5, n=150)
+    expected = ref().fit(X, y, sample_weight=w)
+    fit = ours(torch.tensor(X), torch.tensor(y), torch.tensor(w))
+    torch.testing.assert_close(fit.coef, torch.tensor(expected.coef_), atol=1e-6, rtol=0)
+    torch.testing.assert_close(fit.score, torch.tensor(expected.score(X, y, sample_weight=w), dtype=torch.float64),
+                               atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("fn", [TF.ridge, TF.linear_regression, TF.lasso])
+def test_bool_and_float32_masks_fit_as_float64(fn):
+    """Masks are fitted in their own dtype (no float64 copy of the design): the same fit."""
+    X, y, w = problem(2)
+    y64, w64 = torch.tensor(y), torch.tensor(w)
+    reference = fn(torch.tensor(X), y64, w64)
+    for X_as in (torch.tensor(X).bool(), torch.tensor(X).float(), torch.tensor(X).to(torch.uint8)):
+        fit = fn(X_as, y64, w64)
+        for got, want in zip(fit, reference):
+            torch.testing.assert_close(got, want, atol=1e-9, rtol=0)
+
+
+def test_constant_column_and_large_offset_moments_exact():
+    """Shifting by row 0 keeps a constant column's spread exactly 0 and a large offset accurate."""
+    X, y, w = problem(3)
+    X[:, 2] = 1.0
+    fit = TF.ridge(torch.tensor(X), torch.tensor(y + 1e6), torch.tensor(w), alpha=1.0)
+    expected = Ridge(alpha=1.0).fit(X, y + 1e6, sample_weight=w)
+    assert fit.coef[2] == 0
+    torch.testing.assert_close(fit.coef, torch.tensor(expected.coef_), atol=1e-6, rtol=0)

@@ -20,6 +20,7 @@ from torch import Tensor
 __all__ = [
     "Moments",
     "prepare",
+    "design",
     "moments",
     "masked_system",
     "spd_solve",
@@ -51,7 +52,10 @@ class Moments(NamedTuple):
 
 
 def prepare(X: Tensor, y: Tensor, sample_weight: Tensor | None) -> tuple[Tensor, Tensor, Tensor, bool]:
-    """Check shapes, add the K dim to a single target, broadcast, cast to float64.
+    """Check shapes, add the K dim to a single target, broadcast; y and w to float64.
+
+    ``X`` keeps its dtype (float32, bool or integer masks are common): :func:`moments` casts
+    it chunk by chunk, so a fit never holds a float64 copy of the ``(..., n, F)`` design.
 
     Args:
         X: ``(..., n, F)``.
@@ -59,8 +63,8 @@ def prepare(X: Tensor, y: Tensor, sample_weight: Tensor | None) -> tuple[Tensor,
         sample_weight: ``(..., n)`` or None for ones.
 
     Returns:
-        ``(X, y, w, single)``: float64 ``(..., n, F)``, ``(..., n, K)``, ``(..., n)`` on common
-        leading dims, and whether ``y`` had no K dim.
+        ``(X, y, w, single)``: ``(..., n, F)`` (a view), float64 ``(..., n, K)`` and ``(..., n)``
+        on common leading dims, and whether ``y`` had no K dim.
 
     Raises:
         ValueError: shapes that do not match.
@@ -83,54 +87,81 @@ def prepare(X: Tensor, y: Tensor, sample_weight: Tensor | None) -> tuple[Tensor,
             f"{tuple(sample_weight.shape)}"
         )
     lead = torch.broadcast_shapes(X.shape[:-2], y.shape[:-2], sample_weight.shape[:-1])
-    X = X.to(torch.float64).expand(*lead, *X.shape[-2:])
+    X = X.expand(*lead, *X.shape[-2:])
     y = y.to(torch.float64).expand(*lead, *y.shape[-2:])
     w = sample_weight.to(torch.float64).expand(*lead, sample_weight.shape[-1])
     return X, y, w, single
 
 
-# On a CPU, a batch of problems is taken a few instances at a time, so that each block's
-# centred copy of X stays in the core's cache while it is scaled and multiplied (32
-# neighbourhoods of 5000 x 50: half the time of one pass over the whole batch).
+def design(X: Tensor) -> Tensor:
+    """``X`` as float64 (a chunk of masks, or row 0)."""
+    return X if X.dtype == torch.float64 else X.to(torch.float64)
+
+
+# Rows of a problem are taken a chunk at a time: the float64 copy of a chunk of X stays in
+# the CPU's cache while it is shifted, scaled and multiplied (32 neighbourhoods of 5000 x 50:
+# half the time of one pass over the whole batch), and a fit never holds a float64 copy of
+# all n rows (10^7 masks of 8 features: 640 MB, for moments of 8 x 8).
 _CPU_BLOCK_BYTES = 2 << 20
+_DEVICE_BLOCK_BYTES = 256 << 20
 
 
 def moments(X: Tensor, y: Tensor, w: Tensor, fit_intercept: bool) -> Moments:
-    """The normal-equation terms of float64 ``X (..., n, F)``, ``y (..., n, K)``, ``w (..., n)``.
+    """The normal-equation terms of ``X (..., n, F)``, float64 ``y (..., n, K)`` and ``w (..., n)``.
 
-    On a CPU a batch ``(B, n, F)`` is taken in blocks that fit the cache, and outside
-    autograd (with weights >= 0) the Gram matrix is a symmetric product
-    (:func:`_symmetric_product`); elsewhere it is ``Xc^T (w Xc)`` in one batched product.
+    One pass over the rows, a chunk at a time, shifted by row 0: sums of ``w (x - x_0)`` and
+    ``w (x - x_0)(x - x_0)^T`` (and the same for y), then centred at the weighted mean. The
+    shift makes a constant column's mean and spread exact (its deviations are exactly 0,
+    in any summation order) and keeps the one-pass formula accurate (row 0 is a typical
+    sample). Outside autograd on a CPU the Gram matrix is a symmetric product
+    (:func:`_symmetric_product`).
+
+    Returns:
+        :class:`Moments` (float64).
     """
-    B = X.shape[0] if X.dim() == 3 else 1
-    block = max(1, _CPU_BLOCK_BYTES // max(1, X.shape[-2] * X.shape[-1] * X.element_size()))
-    if _eager_cpu(X) and block < B:
-        parts = [_block_moments(X[i : i + block], y[i : i + block], w[i : i + block], fit_intercept)
-                 for i in range(0, B, block)]
-        return Moments(*(torch.cat(t) for t in zip(*parts)))
-    return _block_moments(X, y, w, fit_intercept)
-
-
-def _block_moments(X: Tensor, y: Tensor, w: Tensor, fit_intercept: bool) -> Moments:
+    n, F = X.shape[-2:]
+    K = y.shape[-1]
+    lead = y.shape[:-2]
+    f64 = torch.float64
+    per_row = max(1, X[..., :1, :].numel() * 8)
+    budget = _CPU_BLOCK_BYTES if _eager_cpu(X) else _DEVICE_BLOCK_BYTES
+    chunk = n if torch.compiler.is_compiling() else max(1, min(n, budget // per_row))
     weight_sum = w.sum(-1)
-    if fit_intercept:
-        denom = weight_sum.clamp_min(torch.finfo(torch.float64).tiny).unsqueeze(-1)
-        x_mean = (w.unsqueeze(-2) @ X).squeeze(-2) / denom
-        y_mean = (w.unsqueeze(-2) @ y).squeeze(-2) / denom
-        Xc = X - x_mean.unsqueeze(-2)
-        yc = y - y_mean.unsqueeze(-2)
-    else:
-        x_mean = X.new_zeros(X.shape[:-2] + X.shape[-1:])
-        y_mean = y.new_zeros(y.shape[:-2] + y.shape[-1:])
-        Xc, yc = X, y
-    yy = (w.unsqueeze(-1) * yc * yc).sum(-2)
-    if _symmetric_product_applies(Xc, yc, w):
-        gram, cross = _symmetric_product(Xc, yc, w, owned=fit_intercept)
-    else:
-        wX = Xc * w.unsqueeze(-1)
-        gram = Xc.transpose(-1, -2) @ wX
-        cross = yc.transpose(-1, -2) @ wX
-    return Moments(gram, cross, yy, x_mean, y_mean, weight_sum)
+    x0 = design(X[..., :1, :]) if fit_intercept else None
+    y0 = y[..., :1, :] if fit_intercept else None
+    gram = cross = yy = sx = sy = None
+    for start in range(0, n, chunk):
+        xs = design(X[..., start : start + chunk, :])
+        ys = y[..., start : start + chunk, :]
+        ws = w[..., start : start + chunk]
+        if fit_intercept:
+            xs = xs - x0
+            ys = ys - y0
+        wy = ws.unsqueeze(-1) * ys
+        sums = ((wy * ys).sum(-2), (ws.unsqueeze(-2) @ xs).squeeze(-2), wy.sum(-2))
+        # after the sums: the shifted chunks are this function's copies, scaled in place
+        parts = (*_products(xs, ys, ws, owned=fit_intercept), *sums)
+        if gram is None:
+            gram, cross, yy, sx, sy = parts
+        else:
+            gram, cross, yy, sx, sy = (acc + part for acc, part in zip((gram, cross, yy, sx, sy), parts))
+    if not fit_intercept:
+        zeros_x = torch.zeros(*lead, F, dtype=f64, device=y.device)
+        return Moments(gram, cross, yy, zeros_x, torch.zeros(*lead, K, dtype=f64, device=y.device), weight_sum)
+    denom = weight_sum.clamp_min(torch.finfo(f64).tiny).unsqueeze(-1)
+    mx, my = sx / denom, sy / denom  # the means' offsets from row 0
+    gram = gram - sx.unsqueeze(-1) * mx.unsqueeze(-2)
+    cross = cross - sy.unsqueeze(-1) * mx.unsqueeze(-2)
+    yy = yy - sy * my
+    return Moments(gram, cross, yy.clamp_min(0), x0.squeeze(-2) + mx, y0.squeeze(-2) + my, weight_sum)
+
+
+def _products(xs: Tensor, ys: Tensor, ws: Tensor, owned: bool) -> tuple[Tensor, Tensor]:
+    """``xs^T W xs`` and ``ys^T W xs`` of one chunk."""
+    if _symmetric_product_applies(xs, ys, ws):
+        return _symmetric_product(xs, ys, ws, owned=owned)
+    wX = xs * ws.unsqueeze(-1)
+    return xs.transpose(-1, -2) @ wX, ys.transpose(-1, -2) @ wX
 
 
 def _eager_cpu(X: Tensor) -> bool:
@@ -152,11 +183,11 @@ def _symmetric_product(Xc: Tensor, yc: Tensor, w: Tensor, owned: bool) -> tuple[
     ``Z.T @ Z``, half the multiplications of the general product that dominates a single
     lime problem's cost at F = 200 (scikit-learn's Ridge, inside lime, gets it the same
     way). numpy's sqrt, unlike torch's float64 one, never starts a thread pool. ``owned``:
-    ``Xc`` and ``yc`` are this module's own centred copies, scaled in place.
+    ``Xc`` and ``yc`` are this module's own copies, scaled in place.
     """
-    root = np.sqrt(w.numpy())[..., None]
-    Z, Zy = Xc.numpy(), yc.numpy()
-    if owned:
+    root = np.sqrt(w.contiguous().numpy())[..., None]
+    Z, Zy = Xc.contiguous().numpy(), yc.contiguous().numpy()
+    if owned and Xc.is_contiguous() and yc.is_contiguous():  # numpy() shares their memory: scale in place
         Z *= root
         Zy *= root
     else:

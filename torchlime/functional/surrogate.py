@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from ._linalg import Moments, rounding_level
+from ._linalg import Moments, design, rounding_level
 from ._linalg import cholesky_solve as _cholesky_solve
 from ._linalg import masked_system as _masked_system
 from ._linalg import moments as _moments
@@ -119,10 +119,14 @@ def weighted_r2(y: Tensor, pred: Tensor, sample_weight: Tensor | None = None) ->
 def finish_fit(
     X: Tensor, y: Tensor, w: Tensor, moments: Moments, coef: Tensor, single: bool, dtype: torch.dtype
 ) -> SurrogateFit:
-    """Intercept, weighted R^2 and local prediction for solved coefficients.
+    """Intercept, weighted R^2 and local prediction for solved coefficients, from the moments.
+
+    The residual sum of squares is ``yy - 2 b.c + b G b`` of the centred moments (the
+    intercept makes the weighted residuals sum to 0), so no ``(..., n, K)`` prediction is
+    formed; the local prediction is the surrogate at row 0.
 
     Args:
-        X: ``(..., n, F)`` float64.
+        X: ``(..., n, F)`` (any dtype; only row 0 is read).
         y: ``(..., n, K)`` float64.
         w: ``(..., n)`` float64.
         moments: the problem's :class:`Moments`.
@@ -134,13 +138,29 @@ def finish_fit(
         :class:`SurrogateFit`.
     """
     intercept = moments.y_mean - (coef * moments.x_mean.unsqueeze(-2)).sum(-1)
-    pred = X @ coef.transpose(-1, -2) + intercept.unsqueeze(-2)
-    score = weighted_r2(y, pred, w)
-    local_pred = pred[..., 0, :]
+    gb = coef @ moments.gram  # (..., K, F): b G
+    sse = (moments.yy - 2 * (coef * moments.cross).sum(-1) + (gb * coef).sum(-1)).clamp_min(0)
+    score = _r2_from(sse, y, w)
+    local_pred = (design(X[..., 0, :]).unsqueeze(-2) * coef).sum(-1) + intercept
     parts = (coef, intercept, score, local_pred)
     if single:
         parts = tuple(t.squeeze(-2) if t is coef else t.squeeze(-1) for t in parts)
     return SurrogateFit(*(t.to(dtype) for t in parts))
+
+
+def _r2_from(sse: Tensor, y: Tensor, w: Tensor) -> Tensor:
+    """:func:`weighted_r2` from a residual sum of squares ``(..., K)`` (the same constant rules)."""
+    weight_sum = w.sum(-1).unsqueeze(-1)
+    y0 = y[..., :1, :]
+    shifted = y - y0  # exactly 0 for a constant column, whatever the order of the sums
+    mean = (w.unsqueeze(-1) * shifted).sum(-2, keepdim=True) / weight_sum.unsqueeze(-2)
+    den = (w.unsqueeze(-1) * (shifted - mean) ** 2).sum(-2)
+    scale = y.detach().abs().amax(-2)
+    n = y.shape[-2]
+    constant = (shifted == 0).all(-2) | rounding_level(den.detach(), weight_sum, scale, n)
+    exact = rounding_level(sse.detach(), weight_sum, scale, n)
+    score = 1 - sse / torch.where(constant, torch.ones_like(den), den)
+    return torch.where(constant, exact.to(score.dtype), score)
 
 
 def _out_dtype(y: Tensor) -> torch.dtype:

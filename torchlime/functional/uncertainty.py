@@ -22,6 +22,8 @@ conservative (it overstates the error), which is documented where they are offer
 
 from __future__ import annotations
 
+import bisect
+
 import torch
 from torch import Tensor
 
@@ -115,7 +117,8 @@ def sandwich_stderr(
     chol, _ = torch.linalg.cholesky_ex(system + (1e-10 * scale)[..., None, None] * eye)
     var = torch.zeros(*lead, K, F, dtype=f64, device=X.device)
     draws = torch.zeros(lead, dtype=f64, device=X.device)
-    for start, end in _chunks(ids, chunk):
+    bounds = _chunks(ids, chunk) if cluster is not None else [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
+    for start, end in bounds:
         xs = X[..., start:end, :].to(f64)
         ys = y[..., start:end, :].to(f64)
         ws = w[..., start:end]
@@ -155,8 +158,7 @@ def _chunks(ids: Tensor, chunk: int) -> list[tuple[int, int]]:
     ordered = sorted(starts)
     while start < n:
         target = min(start + max(chunk, 1), n)
-        # the first draw boundary at or after the target
-        end = next(e for e in ordered if e >= target)
+        end = ordered[bisect.bisect_left(ordered, target)]  # the first draw boundary at or after the target
         bounds.append((start, end))
         start = end
     return bounds
