@@ -266,8 +266,8 @@ def summary_markdown(results: dict[str, dict[str, Any]], errors: dict[str, str],
     ]
     for scenario, result in results.items():
         for t in result.get("targets", []):
-            lines.append(f"| {t['target']} | {_fmt_target(t['measured'], t['threshold'])} | {t['comparison']} "
-                         f"{_fmt_target(t['threshold'], t['threshold'])} | "
+            lines.append(f"| {t['target']} | {_fmt_target(t['measured'], t['threshold'], t.get('unit'))} "
+                         f"| {t['comparison']} {_fmt_target(t['threshold'], t['threshold'], t.get('unit'))} | "
                          f"{'n/a' if t['met'] is None else 'yes' if t['met'] else '**no**'} | {t['where']} "
                          f"| {t['note']} |")
     for scenario in SCENARIOS:
@@ -293,9 +293,11 @@ def _load(load: Any) -> str:
     return "n/a" if not load else f"{load[0]:.2f}"
 
 
-def _fmt_target(x: float | None, threshold: float) -> str:
+def _fmt_target(x: float | None, threshold: float, unit: str | None = None) -> str:
     if x is None:
         return "n/a"
+    if unit:
+        return f"{x:.3g} {unit}"
     if threshold < 1:  # a share or a fraction
         return f"{x:.1%}"
     return f"{x:.2f}x" if threshold == 1 else f"{x:.1f}x"
