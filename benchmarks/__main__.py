@@ -48,7 +48,16 @@ import torch
 
 from . import bench_engine, bench_growth, bench_limit, bench_many, bench_music
 from ._context import Context
-from ._harness import DEFAULT_OUT, fmt_s, log, machine_info, result_path, write_json_atomic, write_text_atomic
+from ._harness import (
+    DEFAULT_OUT,
+    SCHEMA_VERSION,
+    fmt_s,
+    log,
+    machine_info,
+    result_path,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 #: Scenarios other branches add (registered when their module is in this package).
 OPTIONAL = ("bench_compat", "bench_quality")
@@ -193,7 +202,10 @@ def _compare_main(args: argparse.Namespace, devices: list[str]) -> list[Path]:
 
 
 def merge_results(out: Path, device: str, mode: str, fresh: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """This run's results, and for every other scenario the JSON already in ``out`` (if any), in suite order."""
+    """This run's results, and for every other scenario the JSON already in ``out`` (if any), in suite order.
+
+    Only JSON of this harness's ``SCHEMA_VERSION``, scenario and mode is read back.
+    """
     merged: dict[str, dict[str, Any]] = {}
     for scenario in SCENARIOS:
         if scenario in fresh:
@@ -204,7 +216,8 @@ def merge_results(out: Path, device: str, mode: str, fresh: dict[str, dict[str, 
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if data.get("scenario") == scenario and data.get("mode") == mode:
+        # A result written by an older harness (another schema) is left out: its tables differ.
+        if data.get("scenario") == scenario and data.get("mode") == mode and data.get("schema_version") == SCHEMA_VERSION:
             merged[scenario] = {**data, "_earlier": True}
     return merged
 

@@ -31,7 +31,8 @@ from typing import Any
 
 import torch
 
-SCHEMA_VERSION = 1
+#: 2: phases and operator counts from profiler ranges (music ``breakdown_s``, ``ops``), growth's memory sweeps.
+SCHEMA_VERSION = 2
 MODES = ("full", "quick", "tiny")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 

@@ -60,7 +60,7 @@ def test_common_fields(run):
     for scenario in SCENARIOS:
         data = _load(out, scenario)
         assert data["scenario"] == scenario
-        assert data["mode"] == "tiny" and data["device"] == "cpu" and data["schema_version"] == 1
+        assert data["mode"] == "tiny" and data["device"] == "cpu" and data["schema_version"] == 2
         for key in MACHINE_KEYS:
             assert key in data["machine"], (scenario, key)
         assert data["machine"]["device"] == "cpu" and data["machine"]["gpu_name"] is None
