@@ -31,7 +31,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._harness import checkout_of, fmt_bytes, fmt_count, fmt_s, load_average, log, result_path
+from ._harness import (
+    checkout_of,
+    fmt_bytes,
+    fmt_count,
+    fmt_s,
+    load_average,
+    log,
+    machine_info,
+    result_path,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 __all__ = ["compare", "metrics", "markdown", "REFERENCE_PARTS"]
 
@@ -124,6 +135,7 @@ def compare(scenarios: Sequence[str], device: str, mode: str, other: Path, round
     current = Path(current).resolve() if current else Path(torchlime.__file__).resolve().parent.parent
     sides = {"current": current, "other": other}
     package = Path(__file__).resolve().parent
+    machine = machine_info(device)  # the runs inherit this process's environment (threads included)
     started = time.perf_counter()
     runs: list[dict[str, Any]] = []
     values: dict[str, dict[str, dict[str, list[float | None]]]] = {}
@@ -164,6 +176,7 @@ def compare(scenarios: Sequence[str], device: str, mode: str, other: Path, round
         "device": device,
         "mode": mode,
         "rounds": rounds,
+        "machine": machine,
         "sides": {side: {"root": str(root), **info.get(side, {"checkout": checkout_of(str(root / "torchlime" /
                                                                                       "__init__.py"))})}
                   for side, root in sides.items()},
@@ -177,8 +190,6 @@ def compare(scenarios: Sequence[str], device: str, mode: str, other: Path, round
     }
     json_path = result_path(out, "compare", device, mode)
     md_path = result_path(out, "compare", device, mode, "md")
-    from ._harness import write_json_atomic, write_text_atomic
-
     write_json_atomic(json_path, comparison)
     write_text_atomic(md_path, markdown(comparison))
     return comparison, [json_path, md_path]
@@ -241,8 +252,13 @@ def _fmt_ratio(x: float | None) -> str:
 def markdown(c: dict[str, Any]) -> str:
     """Per scenario: the torchlime metrics' ratios (times, operator counts, memory), then the noise band."""
     cur, oth = c["sides"]["current"], c["sides"]["other"]
+    m = c.get("machine") or {}
+    threads = "".join(f", {k}={v}" for k, v in (m.get("thread_env") or {}).items())
     lines = [f"# torchlime benchmarks: current vs another checkout ({c['device']}, {c['mode']})", "",
              f"- command: `{c['command']}`", f"- created: {c['created_utc']}; wall time {fmt_s(c['total_wall_s'])}",
+             f"- machine: {m.get('cpu_model')} ({m.get('cpu_count')} CPUs, torch threads {m.get('torch_num_threads')}"
+             f"{threads}); python {m.get('python')}, torch {m.get('torch')}, captum {m.get('captum')}, lime "
+             f"{m.get('lime')}, transformers {m.get('transformers')}, openunmix {m.get('openunmix')}",
              f"- current: {cur.get('checkout')} (torchlime {cur.get('torchlime')})",
              f"- other: {oth.get('checkout')} (torchlime {oth.get('torchlime')})",
              f"- ratio = other / current (above 1: the current checkout is faster or smaller); {c['rounds']} rounds "
@@ -256,20 +272,35 @@ def markdown(c: dict[str, Any]) -> str:
             lines.append(f"- **failed** ({where}): {err}")
         ours = {k: v for k, v in ms.items() if v["kind"] == "torchlime"}
         ref = {k: v for k, v in ms.items() if v["kind"] == "reference"}
-        t = [v["ratio"] for v in ours.values() if v["unit"] == "s" and v["ratio"]]
+        times = {k: v for k, v in ours.items() if v["unit"] == "s"}
+        # Operator counts: totals, the model's and anything outside a phase split (an older checkout has
+        # no engine ranges, so its per-phase counts other than the model's are not comparable).
+        counts = {k: v for k, v in ours.items() if v["unit"] == "count" and v["ratio"] is not None
+                  and ("/per_phase/" not in k or "/per_phase/model/" in k)}
+        sizes = {k: v for k, v in ours.items() if v["unit"] == "bytes"}
+        t = [v["ratio"] for v in times.values() if v["ratio"]]
         r = [v["ratio"] for v in ref.values() if v["unit"] == "s" and v["ratio"]]
-        slower = [k for k, v in ours.items() if v["slower"]]
         if t:
             lines.append(f"- torchlime times: geometric mean {_fmt_ratio(_geomean(t))}, range "
                          f"{_fmt_ratio(min(t))} .. {_fmt_ratio(max(t))} over {len(t)} metrics")
         if r:
             lines.append(f"- unchanged code (references, copy, bare model: the noise band): geometric mean "
                          f"{_fmt_ratio(_geomean(r))}, range {_fmt_ratio(min(r))} .. {_fmt_ratio(max(r))}")
+        slower = [k for k, v in times.items() if v["slower"]]
         lines.append(f"- slower in every round by more than 10%: {', '.join(slower) if slower else 'none'}")
-        lines += ["", "| metric | other | current | ratio | paired |", "|---|---:|---:|---:|---|"]
-        for label, v in ours.items():
-            paired = ", ".join(f"{p:.2f}" for p in v["paired_ratios"])
-            lines.append(f"| {label} | {_fmt(v['other_median'], v['unit'])} | {_fmt(v['current_median'], v['unit'])} "
-                         f"| {_fmt_ratio(v['ratio'])}{' **slower**' if v['slower'] else ''} | {paired} |")
+        more = [k for k, v in counts.items() if v["ratio"] < SLOWER]
+        if counts:
+            lines.append(f"- more than 10% more operator calls: {', '.join(more) if more else 'none'}")
+        for heading, table in (("Times", times), ("Operator calls (totals and the model's)", counts),
+                               ("Peak memory", sizes), ("Unchanged code (the noise band)",
+                                                        {k: v for k, v in ref.items() if v["unit"] == "s"})):
+            if not table:
+                continue
+            lines += ["", f"{heading}:", "", "| metric | other | current | ratio | paired |", "|---|---:|---:|---:|---|"]
+            for label, v in table.items():
+                paired = ", ".join(f"{p:.2f}" for p in v["paired_ratios"])
+                flag = " **slower**" if v["slower"] else ""
+                lines.append(f"| {label} | {_fmt(v['other_median'], v['unit'])} | {_fmt(v['current_median'], v['unit'])} "
+                             f"| {_fmt_ratio(v['ratio'])}{flag} | {paired} |")
         lines.append("")
     return "\n".join(lines)

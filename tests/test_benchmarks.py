@@ -273,3 +273,15 @@ def test_bad_options_are_rejected(capsys, tmp_path):
     with pytest.raises(SystemExit):
         main(["--tiny", "--rounds", "0", "--compare-to", BENCHMARKS.parent])
     assert "expected --rounds >= 1, got 0" in capsys.readouterr().err
+
+
+def test_proxies_count_the_lime_fit():
+    from benchmarks.proxies import explainer_ops, lime_fit_ops
+
+    ops = lime_fit_ops(n_samples=64, num_features=4, perturbations_per_eval=32)
+    assert {"transform", "model", "fit", "other", "total"} <= set(ops)
+    assert ops["model"]["ops"] >= 2 and ops["model"]["kernels"] == 2  # two forward calls: one matmul each
+    assert ops["fit"]["kernels"] > 0
+    assert ops["total"]["ops"] == sum(v["ops"] for k, v in ops.items() if k != "total")
+    with pytest.raises(ValueError, match="expected method 'lime' or 'kernel_shap', got 'shap'"):
+        explainer_ops("shap")
