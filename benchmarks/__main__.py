@@ -217,7 +217,8 @@ def merge_results(out: Path, device: str, mode: str, fresh: dict[str, dict[str, 
         except (OSError, ValueError):
             continue
         # A result written by an older harness (another schema) is left out: its tables differ.
-        if data.get("scenario") == scenario and data.get("mode") == mode and data.get("schema_version") == SCHEMA_VERSION:
+        same = (data.get("scenario"), data.get("mode"), data.get("schema_version")) == (scenario, mode, SCHEMA_VERSION)
+        if same:
             merged[scenario] = {**data, "_earlier": True}
     return merged
 

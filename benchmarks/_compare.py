@@ -296,11 +296,12 @@ def markdown(c: dict[str, Any]) -> str:
                                                         {k: v for k, v in ref.items() if v["unit"] == "s"})):
             if not table:
                 continue
-            lines += ["", f"{heading}:", "", "| metric | other | current | ratio | paired |", "|---|---:|---:|---:|---|"]
+            lines += ["", f"{heading}:", "", "| metric | other | current | ratio | paired |",
+                      "|---|---:|---:|---:|---|"]
             for label, v in table.items():
                 paired = ", ".join(f"{p:.2f}" for p in v["paired_ratios"])
                 flag = " **slower**" if v["slower"] else ""
-                lines.append(f"| {label} | {_fmt(v['other_median'], v['unit'])} | {_fmt(v['current_median'], v['unit'])} "
-                             f"| {_fmt_ratio(v['ratio'])}{flag} | {paired} |")
+                lines.append(f"| {label} | {_fmt(v['other_median'], v['unit'])} "
+                             f"| {_fmt(v['current_median'], v['unit'])} | {_fmt_ratio(v['ratio'])}{flag} | {paired} |")
         lines.append("")
     return "\n".join(lines)

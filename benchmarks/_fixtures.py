@@ -47,7 +47,8 @@ FIVE_STEMS = ("vocals", "drums", "bass", "piano", "other")
 STEM_TARGETS = ("vocals", "drums", "bass", "other")
 
 #: The breakdown of one song's explanation, both pipelines.
-MUSIC_PHASES = ("separation", "setup", "composition", "tokenization", "features", "model forward", "kernel", "fit", "other")
+MUSIC_PHASES = ("separation", "setup", "composition", "tokenization", "features", "model forward", "kernel", "fit",
+                "other")
 #: profile label -> breakdown phase (the engine's transform and forward glue count as "other").
 BREAKDOWN = {"setup": "setup", "composition": "composition", "tokenization": "tokenization", "features": "features",
              "model": "model forward", "kernel": "kernel", "fit": "fit"}

@@ -523,7 +523,7 @@ def song_memory(points: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issues 5 and 15: the peak bounded by the chunk as n grows (MusicLime and Lime), by stems + budget as songs grow."""
+    """Issues 5 and 15: the peak bounded by the chunk as n grows (MusicLime, Lime), by stems + budget as songs grow."""
     out = []
     m = result["memory_bounded_by_chunk"]
     if m.get("checked"):

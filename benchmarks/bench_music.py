@@ -50,8 +50,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ._context import Context, target
 from ._fixtures import (
     MUSIC_PHASES as PHASES,
