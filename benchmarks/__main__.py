@@ -1,23 +1,34 @@
 """The benchmark harness: ``python -m benchmarks [--quick | --tiny] [--device cpu|cuda|all] [--only ...] [--out DIR]``.
 
-Runs the scenarios of issue 5 for torchlime and its references side by side, on the CPU
-and, when present, on CUDA, and writes to ``--out`` (default ``benchmarks/results/``):
+Runs the scenarios for torchlime and its references side by side, on the CPU and, when
+present, on CUDA, and writes to ``--out`` (default ``benchmarks/results/``):
 
 - ``<scenario>_<device>.json`` per scenario and device (``_quick``/``_tiny`` before
   ``.json`` for the smoke runs, so they never overwrite full results);
-- ``summary_<device>.md`` (same suffixes): machine, versions, command, the targets and
-  every scenario's table;
-- ``growth_<device>.png`` and ``many_songs_<device>.png`` plots (same suffixes).
+- ``summary_<device>.md`` (same suffixes): every scenario's table, those of this run and,
+  for the scenarios ``--only`` left out, those of the JSON files already in ``--out`` (each
+  with the command, time, load and threads of its own run): ``--only X`` updates X in the
+  summary and keeps the rest;
+- ``<scenario>_<device>.png`` plots for the scenarios that draw one (same suffixes).
 
 Scenarios (``--only`` takes a comma-separated subset):
 
-1. ``engine``: engine overhead vs ``captum.attr.Lime``/``KernelShap`` (trivial model);
-2. ``music``: one song end to end vs the MusicLIME reference pipeline, with a breakdown;
+1. ``engine``: engine overhead vs ``captum.attr.Lime``/``KernelShap`` (trivial model), with
+   the operator calls per phase;
+2. ``music``: one song end to end vs the MusicLIME reference pipeline, with a breakdown
+   and the operator calls per phase;
 3. ``many_songs``: explanations per second as songs per call grow, vs a loop;
-4. ``growth``: time and peak memory as n_samples, song length and feature count grow;
+4. ``growth``: time and peak memory as n_samples, song length and feature count grow
+   (``Lime`` to 10^7 samples, songs to 2 hours);
 5. ``limit``: composition bytes/s vs the device's copy bandwidth, explainer share;
 6. ``compat``: ``torchlime.compat.LimeBase`` vs ``lime.lime_base.LimeBase``, one problem per
-   mode and a batch of problems (CPU only).
+   mode and a batch of problems (CPU only);
+
+and ``quality`` when its module is present.
+
+``--compare-to PATH`` runs the chosen scenarios against the torchlime of another checkout
+as well, round-robin with this one (:mod:`benchmarks._compare`), and writes
+``compare_<device>[_<mode>].json`` and ``.md`` (ratios, other / current).
 
 The full CPU run takes about 10 minutes on a 2-core machine, ``--quick`` about 2.
 """
@@ -25,6 +36,9 @@ The full CPU run takes about 10 minutes on a 2-core machine, ``--quick`` about 2
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
+import json
 import sys
 import time
 import traceback
@@ -36,10 +50,31 @@ import torch
 
 from . import bench_compat, bench_engine, bench_growth, bench_limit, bench_many, bench_music
 from ._context import Context
-from ._harness import DEFAULT_OUT, fmt_s, log, machine_info, result_path, write_json_atomic, write_text_atomic
+from ._harness import (
+    DEFAULT_OUT,
+    SCHEMA_VERSION,
+    fmt_s,
+    log,
+    machine_info,
+    result_path,
+    write_json_atomic,
+    write_text_atomic,
+)
 
-SCENARIOS = {m.NAME: m for m in (bench_engine, bench_music, bench_many, bench_growth, bench_limit, bench_compat)}
-PLOTS = ("many_songs", "growth")
+#: Scenarios other branches add (registered when their module is in this package).
+OPTIONAL = ("bench_compat", "bench_quality")
+
+
+def _optional(names: Sequence[str]) -> list[Any]:
+    found = []
+    for name in names:
+        if importlib.util.find_spec(f"{__package__ or 'benchmarks'}.{name}") is not None:
+            found.append(importlib.import_module(f".{name}", __package__ or "benchmarks"))
+    return found
+
+
+SCENARIOS = {m.NAME: m for m in (bench_engine, bench_music, bench_many, bench_growth, bench_limit,
+                                 *_optional(OPTIONAL))}
 TITLES = {
     "engine": "1. Engine overhead vs Captum",
     "music": "2. One song end to end vs the MusicLIME reference",
@@ -47,14 +82,23 @@ TITLES = {
     "growth": "4. Cost growth",
     "limit": "5. The limit",
     "compat": "6. compat.LimeBase vs lime",
+    "quality": "7. Explanation quality",
 }
+
+
+def title(scenario: str) -> str:
+    return TITLES.get(scenario) or getattr(SCENARIOS[scenario], "TITLE", scenario)
+
+
+def plots(scenario: str) -> bool:
+    return callable(getattr(SCENARIOS[scenario], "plot", None))
 
 
 def parse_args(argv: Sequence[Any] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="torchlime's benchmarks, each side by side with its references, on the CPU and CUDA.",
-        epilog="scenarios: " + ", ".join(f"{k} ({TITLES[k].split('. ', 1)[1]})" for k in SCENARIOS)
+        epilog="scenarios: " + ", ".join(f"{k} ({title(k).split('. ', 1)[-1]})" for k in SCENARIOS)
         + ". Results go to <out>/<scenario>_<device>[_quick|_tiny].json, summary_<device>[...].md and PNG plots.",
     )
     size = parser.add_mutually_exclusive_group()
@@ -66,14 +110,22 @@ def parse_args(argv: Sequence[Any] | None) -> argparse.Namespace:
                         help=f"comma-separated scenarios among {','.join(SCENARIOS)} (default: all)")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default: per scenario and mode)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    parser.add_argument("--compare-to", type=Path, default=None, metavar="PATH",
+                        help="also run the scenarios against the torchlime of the checkout at PATH, round-robin "
+                        "with this one, and write compare_<device>[_mode].json/.md (ratios other / current)")
+    parser.add_argument("--rounds", type=int, default=2, help="with --compare-to: runs per side (default 2)")
     args = parser.parse_args(None if argv is None else [str(a) for a in argv])
     names = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in names if s not in SCENARIOS]
     if unknown or not names:
         parser.error(f"expected --only among {list(SCENARIOS)}, got {unknown or args.only!r}")
-    args.only = [s for s in SCENARIOS if s in names]  # always in the issue's order
+    args.only = [s for s in SCENARIOS if s in names]  # always in the suite's order
     if args.repeats is not None and args.repeats < 1:
         parser.error(f"expected --repeats >= 1, got {args.repeats}")
+    if args.rounds < 1:
+        parser.error(f"expected --rounds >= 1, got {args.rounds}")
+    if args.compare_to is not None and not (args.compare_to / "torchlime" / "__init__.py").is_file():
+        parser.error(f"expected --compare-to to be a checkout holding torchlime/__init__.py, got {args.compare_to}")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("expected a CUDA device for --device cuda, but torch.cuda.is_available() is False")
     args.mode = "tiny" if args.tiny else "quick" if args.quick else "full"
@@ -89,6 +141,8 @@ def main(argv: Sequence[Any] | None = None) -> list[Path]:
     args = parse_args(argv)
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d != "cuda" or torch.cuda.is_available()]
+    if args.compare_to is not None:
+        return _compare_main(args, devices)
     written: list[Path] = []
     failed: list[str] = []
     for name in devices:
@@ -100,7 +154,7 @@ def main(argv: Sequence[Any] | None = None) -> list[Path]:
         for scenario in args.only:
             log(f"[{name}] {scenario} ({args.mode})")
             ctx = Context(device=device, mode=args.mode, repeats=args.repeats, out=args.out, machine=machine,
-                          earlier=results, command=command_line(args, name))
+                          earlier=results, command=command_line(args, name, [scenario]))
             t0 = time.perf_counter()
             try:
                 result = SCENARIOS[scenario].run(ctx)
@@ -114,14 +168,15 @@ def main(argv: Sequence[Any] | None = None) -> list[Path]:
             write_json_atomic(path, result)
             written.append(path)
             log(f"[{name}] {scenario}: {fmt_s(time.perf_counter() - t0)}, wrote {path}")
-            if scenario in PLOTS:
+            if plots(scenario):
                 try:
                     png = result_path(args.out, scenario, name, args.mode, "png")
                     SCENARIOS[scenario].plot(result, png)
                     written.append(png)
                 except Exception:  # a plot is a nicety: keep the numbers
                     traceback.print_exc()
-        summary = summary_markdown(results, errors, machine, args, time.perf_counter() - started)
+        merged = merge_results(args.out, name, args.mode, results)
+        summary = summary_markdown(merged, errors, machine, args, time.perf_counter() - started)
         md = result_path(args.out, "summary", name, args.mode, "md")
         write_text_atomic(md, summary)
         written.append(md)
@@ -133,36 +188,92 @@ def main(argv: Sequence[Any] | None = None) -> list[Path]:
     return written
 
 
-def command_line(args: argparse.Namespace, device: str) -> str:
+def _compare_main(args: argparse.Namespace, devices: list[str]) -> list[Path]:
+    from ._compare import compare
+
+    written: list[Path] = []
+    for device in devices:
+        log(f"[{device}] comparing with {args.compare_to}: {', '.join(args.only)} ({args.mode}, {args.rounds} rounds)")
+        comparison, paths = compare(args.only, device, args.mode, args.compare_to, args.rounds, args.out,
+                                    repeats=args.repeats)
+        written += paths
+        print(paths[-1].read_text())
+        if comparison["errors"]:
+            log(f"[{device}] failed runs: {json.dumps(comparison['errors'])}")
+    return written
+
+
+def merge_results(out: Path, device: str, mode: str, fresh: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """This run's results, and for every other scenario the JSON already in ``out`` (if any), in suite order.
+
+    Only JSON of this harness's ``SCHEMA_VERSION``, scenario and mode is read back.
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    for scenario in SCENARIOS:
+        if scenario in fresh:
+            merged[scenario] = fresh[scenario]
+            continue
+        path = result_path(out, scenario, device, mode)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        # A result written by an older harness (another schema) is left out: its tables differ.
+        same = (data.get("scenario"), data.get("mode"), data.get("schema_version")) == (scenario, mode, SCHEMA_VERSION)
+        if same:
+            merged[scenario] = {**data, "_earlier": True}
+    return merged
+
+
+def command_line(args: argparse.Namespace, device: str, only: Sequence[str] | None = None) -> str:
     """The command that reproduces this device's run (``--out`` left out)."""
+    only = list(args.only if only is None else only)
     flags = {"quick": " --quick", "tiny": " --tiny"}.get(args.mode, "")
-    only = "" if list(args.only) == list(SCENARIOS) else f" --only {','.join(args.only)}"
+    only_flag = "" if only == list(SCENARIOS) else f" --only {','.join(only)}"
     repeats = "" if args.repeats is None else f" --repeats {args.repeats}"
-    return f"python -m benchmarks --device {device}{flags}{only}{repeats}"
+    return f"python -m benchmarks --device {device}{flags}{only_flag}{repeats}"
 
 
 def summary_markdown(results: dict[str, dict[str, Any]], errors: dict[str, str], machine: dict[str, Any],
                      args: argparse.Namespace, wall_s: float) -> str:
-    """The Markdown summary of one device: machine, targets, every scenario's table."""
+    """The Markdown summary of one device: machine, the runs, targets, every scenario's table.
+
+    Args:
+        results: by scenario, this run's and (marked ``_earlier``) those read back from ``--out``.
+        errors: the scenarios that failed in this run.
+        machine: :func:`benchmarks._harness.machine_info` of this run.
+        args: the parsed command line.
+        wall_s: this run's wall time.
+    """
     device = machine["device"]
-    created = next((r["created_utc"] for r in results.values()), "n/a")
     gpu = f", {machine['gpu_name']}" if machine.get("gpu_name") else ""
-    lines = [
-        f"# torchlime benchmarks: {device} ({args.mode})",
-        "",
-    ]
+    checkout = machine.get("torchlime_checkout") or {}
+    lines = [f"# torchlime benchmarks: {device} ({args.mode})", ""]
     if args.mode != "full":
         lines += [f"**Provisional**: a `{args.mode}` run (fewer, smaller configurations, fewer repeats); "
                   "run without `--quick` for the numbers of record.", ""]
     lines += [
-        f"- command: `{command_line(args, device.split(':')[0])}` (from the repository root)",
-        f"- created: {created}; wall time {fmt_s(wall_s)}",
+        f"- this run: `{command_line(args, device.split(':')[0])}` (from the repository root); wall time "
+        f"{fmt_s(wall_s)}",
         f"- machine: {machine['cpu_model']} ({machine['cpu_count']} CPUs, torch threads "
-        f"{machine['torch_num_threads']}){gpu}; {machine['platform']}",
+        f"{machine['torch_num_threads']}{_thread_env(machine)}){gpu}; {machine['platform']}",
         f"- versions: python {machine['python']}, torch {machine['torch']}, captum {machine['captum']}, "
-        f"lime {machine['lime']}, torchlime {machine['torchlime']}, transformers {machine['transformers']}, "
-        f"openunmix {machine['openunmix']}",
-        f"- load average at start: {machine['load_average_at_start']}",
+        f"lime {machine['lime']}, torchlime {machine['torchlime']} ({checkout.get('commit') or 'no git commit'}), "
+        f"transformers {machine['transformers']}, openunmix {machine['openunmix']}",
+        "",
+        "Each scenario's run (a scenario not in this run keeps the result of its last run in this folder):",
+        "",
+        "| scenario | created (UTC) | command | torch threads | load average at start / end | torchlime commit |",
+        "|---|---|---|---:|---|---|",
+    ]
+    for scenario, result in results.items():
+        m = result.get("machine", {})
+        commit = (m.get("torchlime_checkout") or {}).get("commit") or "n/a"
+        lines.append(f"| {scenario}{' (earlier run)' if result.get('_earlier') else ''} | {result.get('created_utc')} "
+                     f"| `{result.get('command')}` | {m.get('torch_num_threads')}{_thread_env(m)} "
+                     f"| {_load(m.get('load_average_at_start'))} / {_load(m.get('load_average_at_end'))} "
+                     f"| {commit[:12]} |")
+    lines += [
         "",
         "## Targets",
         "",
@@ -171,28 +282,41 @@ def summary_markdown(results: dict[str, dict[str, Any]], errors: dict[str, str],
     ]
     for scenario, result in results.items():
         for t in result.get("targets", []):
-            lines.append(f"| {t['target']} | {_fmt_target(t['measured'], t['threshold'])} | {t['comparison']} "
-                         f"{_fmt_target(t['threshold'], t['threshold'])} | "
+            lines.append(f"| {t['target']} | {_fmt_target(t['measured'], t['threshold'], t.get('unit'))} "
+                         f"| {t['comparison']} {_fmt_target(t['threshold'], t['threshold'], t.get('unit'))} | "
                          f"{'n/a' if t['met'] is None else 'yes' if t['met'] else '**no**'} | {t['where']} "
                          f"| {t['note']} |")
-    for scenario in args.only:
-        lines += ["", f"## {TITLES[scenario]}", ""]
+    for scenario in SCENARIOS:
+        if scenario not in results and scenario not in errors:
+            continue
+        lines += ["", f"## {title(scenario)}", ""]
         if scenario in errors:
-            lines.append(f"**Failed**: {errors[scenario]}")
+            lines.append(f"**Failed** in this run: {errors[scenario]}")
             continue
         lines.append(SCENARIOS[scenario].markdown(results[scenario]))
-        if scenario in PLOTS:
-            png = result_path(".", scenario, device.split(":")[0], args.mode, "png").name
-            lines += ["", f"![{scenario}]({png})"]
+        png = result_path(".", scenario, device.split(":")[0], args.mode, "png")
+        if plots(scenario) and (Path(args.out) / png.name).is_file():
+            lines += ["", f"![{scenario}]({png.name})"]
     return "\n".join(lines) + "\n"
 
 
-def _fmt_target(x: float | None, threshold: float) -> str:
+def _thread_env(machine: dict[str, Any]) -> str:
+    env = machine.get("thread_env") or {}
+    return "".join(f", {k}={v}" for k, v in env.items())
+
+
+def _load(load: Any) -> str:
+    return "n/a" if not load else f"{load[0]:.2f}"
+
+
+def _fmt_target(x: float | None, threshold: float, unit: str | None = None) -> str:
     if x is None:
         return "n/a"
+    if unit:
+        return f"{x:.3g} {unit}"
     if threshold < 1:  # a share or a fraction
         return f"{x:.1%}"
-    return f"{x:.1f}x"
+    return f"{x:.2f}x" if threshold == 1 else f"{x:.1f}x"
 
 
 if __name__ == "__main__":

@@ -51,8 +51,11 @@ class Context:
 
 
 def target(name: str, measured: float | None, threshold: float, *, higher_is_better: bool = True,
-           where: str = "", note: str = "") -> dict[str, Any]:
-    """One target check for the JSON and the summary (``met`` is None when not measured)."""
+           where: str = "", note: str = "", unit: str | None = None) -> dict[str, Any]:
+    """One target check for the JSON and the summary (``met`` is None when not measured).
+
+    ``unit`` names what ``measured`` counts (None: a ratio, shown as ``1.5x`` or ``12%``).
+    """
     met = None if measured is None else (measured >= threshold if higher_is_better else measured < threshold)
     return {"target": name, "measured": measured, "threshold": threshold,
-            "comparison": ">=" if higher_is_better else "<", "met": met, "where": where, "note": note}
+            "comparison": ">=" if higher_is_better else "<", "met": met, "where": where, "note": note, "unit": unit}

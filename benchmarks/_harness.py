@@ -20,6 +20,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +31,8 @@ from typing import Any
 
 import torch
 
-SCHEMA_VERSION = 1
+#: 2: phases and operator counts from profiler ranges (music ``breakdown_s``, ``ops``), growth's memory sweeps.
+SCHEMA_VERSION = 2
 MODES = ("full", "quick", "tiny")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
@@ -145,6 +147,33 @@ def _timed_once(fn: Callable[[], Any], device: torch.device | str) -> tuple[floa
     return time.perf_counter() - start, out
 
 
+def measure_round_robin(fns: dict[str, Callable[[], Any]], device: torch.device, repeats: int,
+                        warmup: int = 2) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Time every callable ``repeats`` times, one run of each per round (same load on all).
+
+    Each round starts one callable further along, so each follows every other equally often
+    (what ran just before, a large copy say, leaves the caches in its own state). On a
+    shared machine whose load changes by the minute, the ratio of two callables timed in
+    the same rounds is what holds; their absolute times move with the load.
+
+    Returns:
+        ``({name: summary}, {name: last output})``, summaries as :func:`measure` gives them.
+    """
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    warm: dict[str, list[float]] = {k: [] for k in fns}
+    outs: dict[str, Any] = {}
+    names = list(fns)
+    for r in range(warmup + repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            fn = fns[name]
+            sync(device)
+            start = time.perf_counter()
+            outs[name] = fn()
+            sync(device)
+            (warm if r < warmup else times)[name].append(time.perf_counter() - start)
+    return {k: {**summarize(times[k]), "warmup_s": warm[k], "budget_s": None} for k in fns}, outs
+
+
 class PhaseTimer:
     """Accumulates seconds per named phase; synchronises a CUDA device around each phase.
 
@@ -201,7 +230,8 @@ def _cpu_model() -> str | None:
     return platform.processor() or None
 
 
-def _mem_total_bytes() -> int | None:
+def total_memory_bytes() -> int | None:
+    """The machine's RAM (``MemTotal``), None where it cannot be read."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -216,8 +246,25 @@ def load_average() -> list[float] | None:
     return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
+def checkout_of(module_file: str) -> dict[str, Any]:
+    """Where an imported package comes from: its folder and, in a git checkout, the commit."""
+    root = Path(module_file).resolve().parent.parent
+    commit = None
+    try:
+        proc = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if proc.returncode == 0:
+            commit = proc.stdout.strip()
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+                                    "torchlime"], capture_output=True, text=True, timeout=10)
+            if dirty.returncode == 0 and dirty.stdout.strip():
+                commit += " (torchlime/ modified)"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"path": str(root), "commit": commit}
+
+
 def machine_info(device: torch.device | str) -> dict[str, Any]:
-    """Machine, device and versions, for the JSON's ``machine`` field."""
+    """Machine, device, threads and versions (and which torchlime checkout), for the JSON's ``machine`` field."""
     import torchlime
 
     device = torch.device(device)
@@ -227,8 +274,11 @@ def machine_info(device: torch.device | str) -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
-        "memory_bytes": _mem_total_bytes(),
+        "memory_bytes": total_memory_bytes(),
         "torch_num_threads": torch.get_num_threads(),
+        "torch_num_interop_threads": torch.get_num_interop_threads(),
+        "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+                       if k in os.environ},
         "python": platform.python_version(),
         "device": str(device),
         "gpu_name": None,
@@ -236,6 +286,7 @@ def machine_info(device: torch.device | str) -> dict[str, Any]:
         "cuda_runtime": torch.version.cuda,
         "torch": torch.__version__,
         "torchlime": torchlime.__version__,
+        "torchlime_checkout": checkout_of(torchlime.__file__),
         "captum": _version("captum"),
         "lime": _version("lime"),
         "numpy": _version("numpy"),
@@ -347,6 +398,17 @@ def fmt_x(x: float | None) -> str:
     if x is None:
         return "n/a"
     return f"{x:.0f}x" if x >= 100 else f"{x:.1f}x"
+
+
+def fmt_count(n: float | None) -> str:
+    """A count for tables: 950, 12.3k, 1.25M."""
+    if n is None:
+        return "n/a"
+    if abs(n) >= 1e6:
+        return f"{n / 1e6:.3g}M"
+    if abs(n) >= 1e4:
+        return f"{n / 1e3:.3g}k"
+    return f"{n:.0f}"
 
 
 def fmt_bytes(n: float | None) -> str:

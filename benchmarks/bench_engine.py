@@ -9,9 +9,9 @@ timed. Two workloads:
 
 Both libraries get the same forward, ``n_samples``, ``perturbations_per_eval`` and their
 own default interpretable model (Captum's ``SkLearnLasso(alpha=0.01)``, torchlime's
-``Lasso(alpha=0.01)``: the same objective). Each configuration gets one untimed warm-up
-run per library, then the timed repeats (a library whose timed runs add up to more than
-``captum_slow_s`` stops repeating; the JSON says how many ran).
+``Lasso(alpha=0.01)``: the same objective). Each configuration runs the two libraries
+round-robin: one untimed warm-up round, then ``repeats`` rounds of one call each (rounds
+alternate which library goes first), so a change in the machine's load hits both alike.
 
 The model's own time is measured apart: the forward alone, called on a ``(ppe, D)``
 input as many times as the explainers call it. ``overhead = total - forward`` is the
@@ -26,17 +26,20 @@ coefficients of the waveform. Each is reported with the same seed for both libra
 (on CPU their Lime masks are then identical, so this compares the solvers) and with
 independent seeds (torchlime 0, Captum 1).
 
-Run it through the harness: ``python -m benchmarks --only engine [--quick] [--device ...]``
-(``python -m benchmarks.bench_engine`` still works and does the same).
+Operator counts (a proxy of the fixed costs that does not depend on the machine): one more
+torchlime call per configuration under ``torch.profiler`` gives the aten operator calls,
+kernels and scalar reads per phase of the engine's ranges (:func:`profile_explainer`;
+:func:`benchmarks.proxies.lime_fit_ops` is the same for any size).
+
+Run it through the harness: ``python -m benchmarks --only engine [--quick] [--device ...]``.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,9 +50,11 @@ import torchlime
 from torchlime.models import Ridge
 
 from ._context import Context, target
-from ._harness import envelope, fmt_s, fmt_x, log, measure, ratio
+from ._fixtures import LinearForward
+from ._harness import envelope, fmt_count, fmt_s, fmt_x, log, measure, measure_round_robin, ratio
+from ._profile import profile_phases, ranged
 
-__all__ = ["NAME", "run", "markdown", "targets", "pearson", "main"]
+__all__ = ["NAME", "run", "markdown", "targets", "pearson", "profile_explainer", "OP_PHASES"]
 
 NAME = "engine"
 SAMPLE_RATE = 22050
@@ -58,6 +63,8 @@ TARGET = 1
 WAVEFORM_GROUPS = 60
 PPE = 100
 METHODS = ("lime", "kernel_shap")
+#: The engine's phases and the model (``bench.model``) in the operator-count table.
+OP_PHASES = ("transform", "model", "forward", "kernel", "fit", "other")
 
 
 @dataclass
@@ -81,20 +88,6 @@ class Workload:
     num_features: int
     n_samples: list[int]
     description: str
-
-
-class LinearForward:
-    """``x @ W``: a fixed random linear map to ``NUM_CLASSES`` scores.
-
-    Args:
-        weight: ``(D, NUM_CLASSES)``.
-    """
-
-    def __init__(self, weight: Tensor) -> None:
-        self.weight = weight
-
-    def __call__(self, x: Tensor) -> Tensor:
-        return x @ self.weight
 
 
 def make_workloads(ctx: Context) -> list[Workload]:
@@ -203,29 +196,54 @@ def pearson(a: Tensor, b: Tensor) -> float | None:
     return float((x @ y) / denom)
 
 
-def bench_config(work: Workload, method: str, n_samples: int, ctx: Context, repeats: int,
-                 captum_slow_s: float) -> dict[str, Any]:
+def profile_explainer(method: str, work: Workload, n_samples: int, device: torch.device,
+                      interpretable_model: Any = None) -> dict[str, Any]:
+    """Operator calls of one torchlime ``attribute`` call per phase (the model in a ``bench.model`` range).
+
+    One warm-up call, then one call under ``torch.profiler`` (see :mod:`benchmarks._profile`).
+
+    Returns:
+        ``per_phase`` (label -> ops, kernels, scalar_reads, cpu_time_s, device_time_s),
+        ``total`` (the sums) and ``profiled_wall_s``.
+    """
+    forward = ranged("model", work.forward)
+    if method == "lime":
+        explainer = torchlime.Lime(forward, interpretable_model=interpretable_model)
+    else:
+        explainer = torchlime.KernelShap(forward)
+    _attribute("torchlime", explainer, work, n_samples, 10_000, device)
+    profile, _ = profile_phases(lambda: _attribute("torchlime", explainer, work, n_samples, 0, device), device)
+    keys = ("ops", "kernels", "scalar_reads", "cpu_time_s", "device_time_s")
+    return {"per_phase": {k: {kk: v[kk] for kk in keys} for k, v in profile["phases"].items()},
+            "total": {k: profile["total"][k] for k in keys}, "profiled_wall_s": profile["wall_s"]}
+
+
+def bench_config(work: Workload, method: str, n_samples: int, ctx: Context, repeats: int) -> dict[str, Any]:
     """Time both libraries and the bare forward on one configuration; measure agreement."""
     device = ctx.device
     record: dict[str, Any] = {"workload": work.name, "method": method, "n_samples": n_samples,
                               "num_features": work.num_features}
     outs: dict[str, dict[int, Tensor]] = {}
+    fns = {}
     for library in ("torchlime", "captum"):
         explainer = _explainer(library, method, work.forward)
         # The warm-up uses seed 10000, timed run i seed i (run 0 is the one compared).
         seeds = iter([10_000, *range(10_000)])
         by_seed: dict[int, Tensor] = {}
 
-        def go() -> None:
+        def go(library: str = library, explainer: Any = explainer, seeds: Any = seeds, by_seed: Any = by_seed) -> None:
             seed = next(seeds)
             by_seed[seed] = _attribute(library, explainer, work, n_samples, seed, device)
 
-        summary, _ = measure(go, device, repeats=repeats, warmup=1,
-                             budget_s=captum_slow_s if library == "captum" else None)
+        fns[library] = go
         outs[library] = by_seed
-        record[library] = summary
-        log(f"  {library:9s} {work.name}/{method}/n={n_samples}: median {fmt_s(summary['median_s'])} "
-            f"over {summary['repeats']}")
+    # Round-robin, one run of each library per round (each round starting with the other).
+    times, _ = measure_round_robin(fns, device, repeats, warmup=1)
+    for library in fns:
+        record[library] = times[library]
+        log(f"  {library:9s} {work.name}/{method}/n={n_samples}: median {fmt_s(times[library]['median_s'])} "
+            f"over {times[library]['repeats']}")
+    record["ops"] = profile_explainer(method, work, n_samples, device)
     fwd = _forward_only(work, n_samples, device, repeats=max(5, repeats))
     record["model_forward"] = fwd
     # The forward's least time is its own cost (a busy machine only adds to it); taking it
@@ -262,18 +280,22 @@ def run(ctx: Context) -> dict[str, Any]:
 
     started = time.perf_counter()
     repeats = ctx.repeats or ctx.pick(3, 3, 1)  # --quick keeps 3: its configurations are cheap
-    captum_slow_s = 20.0
     workloads = make_workloads(ctx)
     configs = []
     for work in workloads:
         log(f"[{ctx.device}] engine/{work.name}: {work.description}")
         for method in METHODS:
             for n in work.n_samples:
-                configs.append(bench_config(work, method, n, ctx, repeats, captum_slow_s))
+                configs.append(bench_config(work, method, n, ctx, repeats))
     parameters = {
         "repeats": repeats,
         "perturbations_per_eval": PPE,
-        "captum_slow_s": captum_slow_s,
+        "round_robin": "per configuration, torchlime and Captum run one call each per round, rounds alternating "
+        "which goes first, one warm-up round then `repeats` timed rounds",
+        "ops": "one more torchlime call (after a warm-up) under torch.profiler, the model wrapped in a bench.model "
+        "range: aten operator calls (nested included), kernels (CPU: computing calls with no computing call "
+        "below; CUDA: device kernels launched) and scalar reads per phase of the engine's ranges "
+        "(torchlime.transform, .forward, .kernel, .fit; other = outside them: sampling, checks, bookkeeping)",
         "captum_version": captum.__version__,
         "target": TARGET,
         "num_classes": NUM_CLASSES,
@@ -334,6 +356,20 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {fmt_s(c['overhead_s']['torchlime'])} / {fmt_s(c['overhead_s']['captum'])} "
             f"| {fmt_x(c['overhead_speedup'])} | {r} / {ri} | {rr} |"
         )
+    lines += ["", "torchlime's operator calls per `attribute` call, aten calls / kernels per phase (one profiled "
+              "call; model = the linear forward):", "",
+              "| workload | method | n_samples | " + " | ".join(OP_PHASES) + " | total |",
+              "|---|---|---:|" + "---:|" * (len(OP_PHASES) + 1)]
+    for c in result["configurations"]:
+        ops = c.get("ops")
+        if ops is None:
+            continue
+        cells = []
+        for k in OP_PHASES:
+            p = ops["per_phase"].get(k)
+            cells.append("-" if p is None else f"{fmt_count(p['ops'])} / {fmt_count(p['kernels'])}")
+        lines.append(f"| {c['workload']} | {c['method']} | {c['n_samples']} | " + " | ".join(cells)
+                     + f" | {fmt_count(ops['total']['ops'])} / {fmt_count(ops['total']['kernels'])} |")
     return "\n".join(lines)
 
 
@@ -342,14 +378,3 @@ def _spread(s: dict[str, Any]) -> str:
         return f"{fmt_s(s['median_s'])} (x1)"
     return f"{fmt_s(s['median_s'])} (IQR {fmt_s(s['iqr_s'])}, x{s['repeats']})"
 
-
-def main(argv: Sequence[Any] | None = None) -> list:
-    """``python -m benchmarks.bench_engine [harness options]``: the harness with ``--only engine``."""
-    from .__main__ import main as harness
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    return harness([*args, "--only", NAME])
-
-
-if __name__ == "__main__":
-    main()

@@ -27,13 +27,14 @@ Run it through the harness: ``python -m benchmarks --only limit [--quick] [--dev
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from ._context import Context, target
-from ._harness import PhaseTimer, envelope, fmt_bytes, fmt_s, log, measure, ratio, summarize, sync
+from ._fixtures import NUM_LINES, NUM_SEGMENTS, DemoForward, breakdown, make_inputs, make_masks, run_torchlime
+from ._harness import envelope, fmt_bytes, fmt_s, log, measure, measure_round_robin, ratio
+from ._profile import profile_phases
 
 __all__ = ["NAME", "run", "markdown", "targets"]
 
@@ -75,31 +76,6 @@ def compose_bmm(stems: torch.Tensor, masks: torch.Tensor, out: torch.Tensor, seg
         torch.bmm(zg, stems[:, c].reshape(S, segments, Tg).transpose(0, 1),
                   out=out[:, c].view(n, segments, Tg).transpose(0, 1))
     return out
-
-
-def measure_round_robin(fns: dict[str, Callable[[], Any]], device: torch.device, repeats: int,
-                        warmup: int = 2) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """Time every callable ``repeats`` times, one run of each per round (same load on all).
-
-    Each round starts one callable further along, so each follows every other equally often
-    (what ran just before, a large copy say, leaves the caches in its own state).
-
-    Returns:
-        ``({name: summary}, {name: last output})``, summaries as :func:`measure` gives them.
-    """
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    warm: dict[str, list[float]] = {k: [] for k in fns}
-    outs: dict[str, Any] = {}
-    names = list(fns)
-    for r in range(warmup + repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            fn = fns[name]
-            sync(device)
-            start = time.perf_counter()
-            outs[name] = fn()
-            sync(device)
-            (warm if r < warmup else times)[name].append(time.perf_counter() - start)
-    return {k: {**summarize(times[k]), "warmup_s": warm[k], "budget_s": None} for k in fns}, outs
 
 
 def composition(device: torch.device, name: str, rate: int, seconds: float, channels: int, segments: int,
@@ -177,8 +153,6 @@ def _explainer_share(ctx: Context) -> dict[str, Any]:
              "reference_explainer_share": r["reference"]["explainer_share"]} for r in music["rows"]]}
     from torchlime.music.demo import load_demo
 
-    from .bench_music import NUM_LINES, NUM_SEGMENTS, DemoForward, make_inputs, make_masks, run_torchlime
-
     model, tokenizer = load_demo(ctx.device)
     forward = DemoForward(model)
     seconds = ctx.pick(10.0, 10.0, 4.0)
@@ -186,18 +160,16 @@ def _explainer_share(ctx: Context) -> dict[str, Any]:
     bs = ctx.pick(100, 100, 20)
     song, lyrics = make_inputs(seconds)
     masks = make_masks(n, NUM_SEGMENTS * 4 + NUM_LINES)
-    run_torchlime(forward, tokenizer, song, lyrics, masks[: 2 * bs], bs, ctx.device, None)  # warm-up
-    timer = PhaseTimer(ctx.device)
-    sync(ctx.device)
-    start = time.perf_counter()
-    run_torchlime(forward, tokenizer, song, lyrics, masks, bs, ctx.device, timer)
-    sync(ctx.device)
-    total = time.perf_counter() - start
-    fwd = timer.totals.get("model forward", 0.0)
-    return {"source": "measured here (the music scenario did not run in this invocation), one instrumented run",
+    run_torchlime(forward, tokenizer, song, lyrics, masks[: 2 * bs], bs, ctx.device)  # warm-up
+    profile, _ = profile_phases(lambda: run_torchlime(forward, tokenizer, song, lyrics, masks, bs, ctx.device),
+                                ctx.device)
+    phases = breakdown(profile, ctx.cuda)
+    total = profile["wall_s"]
+    fwd = phases["model forward"]
+    return {"source": "measured here (the music scenario did not run in this invocation), one profiled run",
             "rows": [{"seconds": seconds, "n_samples": n, "explainer_share": ratio(total - fwd, total),
                       "explainer_share_with_separation": None, "reference_explainer_share": None,
-                      "breakdown_s": dict(timer.totals), "total_s": total}]}
+                      "breakdown_s": phases, "total_s": total}]}
 
 
 def run(ctx: Context) -> dict[str, Any]:

@@ -19,7 +19,6 @@ Run it through the harness: ``python -m benchmarks --only many_songs [--quick] [
 
 from __future__ import annotations
 
-import inspect
 import time
 from pathlib import Path
 from typing import Any
@@ -27,26 +26,24 @@ from typing import Any
 import torch
 
 from ._context import Context
-from ._harness import envelope, fmt_s, fmt_x, log, measure, ratio
-from .bench_music import NUM_SEGMENTS, DemoForward, make_inputs
+from ._fixtures import NUM_SEGMENTS, TARGET, DemoForward, explain_parameters, factorize, make_inputs, music_explain
+from ._harness import envelope, fmt_count, fmt_s, fmt_x, log, measure, measure_round_robin, ratio
+from ._profile import profile_phases, ranged
 
 __all__ = ["NAME", "run", "markdown", "targets", "plot"]
 
 NAME = "many_songs"
-TARGET = 1
 
 
 def batched_songs_supported() -> bool:
     """Whether ``MusicLime.explain`` takes ``songs_per_batch``."""
-    from torchlime.music import MusicLime
-
-    return "songs_per_batch" in inspect.signature(MusicLime.explain).parameters
+    return "songs_per_batch" in explain_parameters()
 
 
 def run(ctx: Context) -> dict[str, Any]:
     """Scenario 3 on one device."""
-    from torchlime.music import LyricsFactorization, MusicLime, StemFactorization
-    from torchlime.music.demo import DEMO_MAX_LENGTH, load_demo
+    from torchlime.music import MusicLime
+    from torchlime.music.demo import load_demo
 
     started = time.perf_counter()
     device = ctx.device
@@ -66,56 +63,62 @@ def run(ctx: Context) -> dict[str, Any]:
     seconds = forward.max_samples / forward.sample_rate
     songs = [make_inputs(seconds, seed=100 + i) for i in range(max(songs_per_call))]
     stems = [s.stems.to(device) for s, _ in songs]
-    explainer = MusicLime(forward)
+    explainer = MusicLime(ranged("model", forward))
 
-    def factorize(i: int) -> tuple[Any, Any]:
+    def setup(i: int) -> tuple[Any, Any]:
         song, lyrics = songs[i]
-        return (StemFactorization(stems[i], sample_rate=song.sample_rate, num_segments=NUM_SEGMENTS),
-                LyricsFactorization(lyrics, tokenizer, unit="line", max_length=DEMO_MAX_LENGTH, device=device))
+        return factorize(stems[i], song.sample_rate, lyrics, tokenizer, device)
 
     def batch_size(m: int) -> int:
         return per_song if max_rows is None else max(1, min(n_samples, max_rows // m))
 
     def batched(pairs: list[tuple[Any, Any]]) -> Any:
         m = len(pairs)
-        kwargs: dict[str, Any] = dict(target=[TARGET], n_samples=n_samples, perturbations_per_eval=batch_size(m),
-                                      generator=torch.Generator(device).manual_seed(0))
+        kwargs: dict[str, Any] = dict(n_samples=n_samples, generator=torch.Generator(device).manual_seed(0))
         if supported:
             kwargs["songs_per_batch"] = m
         with torch.no_grad():
-            return explainer.explain([a for a, _ in pairs], [l for _, l in pairs], **kwargs)
+            return music_explain(explainer, [a for a, _ in pairs], [l for _, l in pairs], target=[TARGET],
+                                 perturbations_per_eval=batch_size(m), **kwargs)
 
     def looped(pairs: list[tuple[Any, Any]]) -> Any:
         out = []
         gen = torch.Generator(device).manual_seed(0)
         for a, l in pairs:
             with torch.no_grad():
-                out.append(explainer.explain(a, l, target=[TARGET], n_samples=n_samples, perturbations_per_eval=batch_size(1),
-                                             generator=gen))
+                out.append(music_explain(explainer, a, l, target=[TARGET], n_samples=n_samples,
+                                         perturbations_per_eval=batch_size(1), generator=gen))
         return out
 
     rows = []
-    batched([factorize(0)])  # warm-up: kernels, tokenizer, allocator
+    batched([setup(0)])  # warm-up: kernels, tokenizer, allocator
     for m in songs_per_call:
         # The factorizations (stems cut, lyrics tokenized once and the fast path verified) are
         # built once per song, timed apart, and shared by both sides.
-        setup, pairs = measure(lambda: [factorize(i) for i in range(m)], device, repeats=1, warmup=0)
+        setup_time, pairs = measure(lambda: [setup(i) for i in range(m)], device, repeats=1, warmup=0)
         rec: dict[str, Any] = {"songs_per_call": m, "n_samples": n_samples,
                                "batch_size": {"batched": batch_size(m), "looped": batch_size(1)},
                                "rows_per_forward": {"batched": batch_size(m) * (m if supported else 1),
                                                     "looped": batch_size(1)},
-                               "setup": setup}
-        for side, fn in (("batched", batched), ("looped", looped)):
-            # On CUDA one warm-up per size (the allocator's first call at a new size is slow);
-            # on CPU none (the timed run would double).
-            summary, out = measure(lambda fn=fn: fn(pairs), device, repeats=repeats, warmup=1 if ctx.cuda else 0)
+                               "setup": setup_time}
+        # Round-robin, one run of each side per round. On CUDA one warm-up round per size (the
+        # allocator's first call at a new size is slow); on CPU none (the timed run would double).
+        sides = {"batched": lambda: batched(pairs), "looped": lambda: looped(pairs)}
+        times, outs = measure_round_robin(sides, device, repeats, warmup=1 if ctx.cuda else 0)
+        for side, fn in sides.items():
+            summary, out = times[side], outs[side]
+            profile, _ = profile_phases(fn, device)
+            ops = {k: int(v) for k, v in profile["total"].items() if k in ("ops", "kernels", "scalar_reads")}
             rec[side] = {**summary, "explanations_per_s": m / summary["median_s"],
-                         "explanations_per_s_with_setup": m / (summary["median_s"] + setup["median_s"]),
-                         "explanations": len(out) if isinstance(out, list) else 1}
+                         "explanations_per_s_with_setup": m / (summary["median_s"] + setup_time["median_s"]),
+                         "explanations": len(out) if isinstance(out, list) else 1,
+                         "ops": ops, "ops_per_song": ops["ops"] / m, "ops_by_phase": {
+                             k: int(v["ops"]) for k, v in profile["phases"].items()}}
         rec["speedup"] = ratio(rec["looped"]["median_s"], rec["batched"]["median_s"])
         rows.append(rec)
         log(f"  many songs m={m}: batched {rec['batched']['explanations_per_s']:.2f}/s, "
-            f"looped {rec['looped']['explanations_per_s']:.2f}/s (setup {fmt_s(setup['median_s'] / m)} per song)")
+            f"looped {rec['looped']['explanations_per_s']:.2f}/s (setup {fmt_s(setup_time['median_s'] / m)} per song; "
+            f"ops per song {fmt_count(rec['batched']['ops_per_song'])} / {fmt_count(rec['looped']['ops_per_song'])})")
     parameters = {
         "songs_per_call": songs_per_call,
         "n_samples_per_song": n_samples,
@@ -131,9 +134,13 @@ def run(ctx: Context) -> dict[str, Any]:
         "n_samples, batch_size, generator, songs_per_batch=m)" if supported else
         "MusicLime.explain(lists, ...) WITHOUT songs_per_batch (not supported by this torchlime: it loops inside)",
         "looped_call": "MusicLime.explain(audio_i, lyrics_i, ...) for each song",
-        "timed": "explanations_per_s = songs / median wall time of the explain call(s); the factorizations "
-        "(StemFactorization + LyricsFactorization per song: setup) are built once per size, timed apart "
-        "and shared by both sides; explanations_per_s_with_setup adds them",
+        "timed": "explanations_per_s = songs / median wall time of the explain call(s), batched and looped timed "
+        "round-robin (one run of each per round); the factorizations (StemFactorization + LyricsFactorization "
+        "per song: setup) are built once per size, timed apart and shared by both sides; "
+        "explanations_per_s_with_setup adds them",
+        "ops": "one more run of each side under torch.profiler: aten operator calls (nested included), kernels "
+        "and scalar reads of the whole call (see the music scenario), ops_per_song = ops / songs per call, "
+        "ops_by_phase by the engine's ranges (model = the demo model)",
     }
     body = {"batched_songs_supported": supported, "rows": rows}
     result = envelope(ctx, NAME, parameters, body, started)
@@ -152,14 +159,15 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["`songs_per_batch` is not in this torchlime's `MusicLime.explain`: the batched column passes "
                   "the song lists without it (batched_songs_supported: false).", ""]
     lines += ["| songs per call | n per song | rows per forward (batched / looped) | batched expl/s | looped expl/s "
-              "| speedup | setup per song | batched expl/s with setup |",
-              "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| speedup | setup per song | batched expl/s with setup | ops per song batched / looped |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         rows = r["rows_per_forward"]
         lines.append(f"| {r['songs_per_call']} | {r['n_samples']} | {rows['batched']} / {rows['looped']} "
                      f"| {r['batched']['explanations_per_s']:.2f} | {r['looped']['explanations_per_s']:.2f} "
                      f"| {fmt_x(r['speedup'])} | {fmt_s(r['setup']['median_s'] / r['songs_per_call'])} "
-                     f"| {r['batched']['explanations_per_s_with_setup']:.2f} |")
+                     f"| {r['batched']['explanations_per_s_with_setup']:.2f} "
+                     f"| {fmt_count(r['batched']['ops_per_song'])} / {fmt_count(r['looped']['ops_per_song'])} |")
     return "\n".join(lines)
 
 
