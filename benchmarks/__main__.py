@@ -32,11 +32,13 @@ from typing import Any
 
 import torch
 
-from . import bench_engine, bench_growth, bench_limit, bench_many, bench_music
+from . import bench_engine, bench_growth, bench_limit, bench_many, bench_music, bench_quality
 from ._context import Context
 from ._harness import DEFAULT_OUT, fmt_s, log, machine_info, result_path, write_json_atomic, write_text_atomic
 
 SCENARIOS = {m.NAME: m for m in (bench_engine, bench_music, bench_many, bench_growth, bench_limit)}
+#: Run only when named in --only (quality: about 40 minutes on 2 CPU cores; python -m benchmarks.bench_quality).
+OPTIONAL = {bench_quality.NAME: bench_quality}
 PLOTS = ("many_songs", "growth")
 TITLES = {
     "engine": "1. Engine overhead vs Captum",
@@ -44,6 +46,7 @@ TITLES = {
     "many_songs": "3. Many songs per call",
     "growth": "4. Cost growth",
     "limit": "5. The limit",
+    "quality": "6. Quality per model evaluation (issue 13)",
 }
 
 
@@ -65,10 +68,10 @@ def parse_args(argv: Sequence[Any] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     args = parser.parse_args(None if argv is None else [str(a) for a in argv])
     names = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = [s for s in names if s not in SCENARIOS]
+    unknown = [s for s in names if s not in SCENARIOS and s not in OPTIONAL]
     if unknown or not names:
         parser.error(f"expected --only among {list(SCENARIOS)}, got {unknown or args.only!r}")
-    args.only = [s for s in SCENARIOS if s in names]  # always in the issue's order
+    args.only = [s for s in {**SCENARIOS, **OPTIONAL} if s in names]  # always in the issue's order
     if args.repeats is not None and args.repeats < 1:
         parser.error(f"expected --repeats >= 1, got {args.repeats}")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -100,7 +103,7 @@ def main(argv: Sequence[Any] | None = None) -> list[Path]:
                           earlier=results, command=command_line(args, name))
             t0 = time.perf_counter()
             try:
-                result = SCENARIOS[scenario].run(ctx)
+                result = {**SCENARIOS, **OPTIONAL}[scenario].run(ctx)
             except Exception as err:  # one broken scenario must not lose the others' results
                 traceback.print_exc()
                 errors[scenario] = f"{type(err).__name__}: {err}"
@@ -177,7 +180,7 @@ def summary_markdown(results: dict[str, dict[str, Any]], errors: dict[str, str],
         if scenario in errors:
             lines.append(f"**Failed**: {errors[scenario]}")
             continue
-        lines.append(SCENARIOS[scenario].markdown(results[scenario]))
+        lines.append({**SCENARIOS, **OPTIONAL}[scenario].markdown(results[scenario]))
         if scenario in PLOTS:
             png = result_path(".", scenario, device.split(":")[0], args.mode, "png").name
             lines += ["", f"![{scenario}]({png})"]
