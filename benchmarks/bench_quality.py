@@ -347,7 +347,7 @@ def run_kernel_shap(ctx: Context, sizes: Sequence[int], ns: Sequence[int], seeds
             "coverage_counts": {s: {"hits": h, "intervals": c} for s, (h, c) in coverage.items()},
             "coverage_95_by_n": {s: {n: h / c for n, (h, c) in per.items()} for s, per in coverage_by_n.items()},
             "shap": {"measured": shap is not None, "version": getattr(shap, "__version__", None),
-                     "import_error": shap_error}}
+                     "imported_from": getattr(shap, "__file__", None), "import_error": shap_error}}
 
 
 def _ks_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
