@@ -93,6 +93,6 @@ def test_tiny_run_writes_well_formed_results(tmp_path):
     assert set(demo["timing"]) == set(demo["curves"]) and all(t["seconds"] > 0 for t in demo["timing"].values())
     (auto,) = demo["auto"]
     assert all(2 <= n <= auto["max_samples"] for n in auto["n_samples_per_seed"])
-    assert len(data["targets"]) == 5
+    assert len(data["targets"]) == 6
     for t in data["targets"]:
         assert {"target", "measured", "threshold", "comparison", "met"} <= t.keys()
