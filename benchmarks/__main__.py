@@ -24,7 +24,11 @@ Scenarios (``--only`` takes a comma-separated subset):
 6. ``compat``: ``torchlime.compat.LimeBase`` vs ``lime.lime_base.LimeBase``, one problem per
    mode and a batch of problems (CPU only);
 
-and ``quality`` when its module is present.
+and, only when named in ``--only`` (about 30 minutes on 2 CPU cores):
+
+7. ``quality``: error per model evaluation of every sampler vs Captum, shap, the MusicLIME
+   reference and exact Shapley values, interval coverage, samples and seconds to 10% on the
+   demo song (:mod:`benchmarks.bench_quality`).
 
 ``--compare-to PATH`` runs the chosen scenarios against the torchlime of another checkout
 as well, round-robin with this one (:mod:`benchmarks._compare`), and writes
@@ -36,8 +40,6 @@ The full CPU run takes about 10 minutes on a 2-core machine, ``--quick`` about 2
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import sys
 import time
@@ -48,7 +50,7 @@ from typing import Any
 
 import torch
 
-from . import bench_compat, bench_engine, bench_growth, bench_limit, bench_many, bench_music
+from . import bench_compat, bench_engine, bench_growth, bench_limit, bench_many, bench_music, bench_quality
 from ._context import Context
 from ._harness import (
     DEFAULT_OUT,
@@ -61,20 +63,13 @@ from ._harness import (
     write_text_atomic,
 )
 
-#: Scenarios other branches add (registered when their module is in this package).
-OPTIONAL = ("bench_compat", "bench_quality")
+SCENARIOS = {m.NAME: m for m in (bench_engine, bench_music, bench_many, bench_growth, bench_limit, bench_compat,
+                                 bench_quality)}
+#: Run only when named in --only (quality: about 30 minutes on 2 CPU cores; python -m benchmarks.bench_quality).
+ON_REQUEST = (bench_quality.NAME,)
+DEFAULT = [s for s in SCENARIOS if s not in ON_REQUEST]
 
 
-def _optional(names: Sequence[str]) -> list[Any]:
-    found = []
-    for name in names:
-        if importlib.util.find_spec(f"{__package__ or 'benchmarks'}.{name}") is not None:
-            found.append(importlib.import_module(f".{name}", __package__ or "benchmarks"))
-    return found
-
-
-SCENARIOS = {m.NAME: m for m in (bench_engine, bench_music, bench_many, bench_growth, bench_limit,
-                                 *_optional(OPTIONAL))}
 TITLES = {
     "engine": "1. Engine overhead vs Captum",
     "music": "2. One song end to end vs the MusicLIME reference",
@@ -106,8 +101,9 @@ def parse_args(argv: Sequence[Any] | None) -> argparse.Namespace:
     size.add_argument("--tiny", action="store_true", help="smallest run, for the test suite")
     parser.add_argument("--device", choices=("cpu", "cuda", "all"), default="all",
                         help="cpu, cuda, or all (cpu and, when available, cuda); default all")
-    parser.add_argument("--only", default=",".join(SCENARIOS),
-                        help=f"comma-separated scenarios among {','.join(SCENARIOS)} (default: all)")
+    parser.add_argument("--only", default=",".join(DEFAULT),
+                        help=f"comma-separated scenarios among {','.join(SCENARIOS)} (default: all but "
+                        f"{', '.join(ON_REQUEST)})")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats (default: per scenario and mode)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     parser.add_argument("--compare-to", type=Path, default=None, metavar="PATH",
@@ -229,7 +225,7 @@ def command_line(args: argparse.Namespace, device: str, only: Sequence[str] | No
     """The command that reproduces this device's run (``--out`` left out)."""
     only = list(args.only if only is None else only)
     flags = {"quick": " --quick", "tiny": " --tiny"}.get(args.mode, "")
-    only_flag = "" if only == list(SCENARIOS) else f" --only {','.join(only)}"
+    only_flag = "" if only == DEFAULT else f" --only {','.join(only)}"
     repeats = "" if args.repeats is None else f" --repeats {args.repeats}"
     return f"python -m benchmarks --device {device}{flags}{only_flag}{repeats}"
 
