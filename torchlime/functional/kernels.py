@@ -178,7 +178,7 @@ def shapley_kernel(masks: Tensor, inf_weight: float = 1e6) -> Tensor:
     """
     num_features = masks.shape[-1]
     dtype = masks.dtype if masks.dtype.is_floating_point else torch.float32
-    k = masks.to(torch.float64).sum(-1)
+    k = masks.sum(-1, dtype=torch.float64)
     log_binom = (
         math.lgamma(num_features + 1) - torch.lgamma(k + 1) - torch.lgamma(num_features - k + 1)
     )
@@ -258,16 +258,26 @@ def masked_input_distance(masks: Tensor, stats: Tensor, metric: str = "cosine") 
     Raises:
         ValueError: unknown metric.
     """
-    z = masks.to(torch.float64)
+    if metric not in ("cosine", "euclidean"):
+        raise ValueError(f"expected metric in ['cosine', 'euclidean'], got {metric!r}")
+    # sum_f z_f v_f for v = xx, xb, bb: a chunk of rows at a time in float64 (no float64 copy of all masks)
+    V = stats.transpose(1, 2)  # (B, F, 3)
+    n, F = masks.shape[-2:]
+    chunk = max(1, _CHUNK_ELEMENTS // max(F, 1))
+    on_xx, on_xb, on_bb = torch.cat(
+        [masks[:, i : i + chunk].to(torch.float64) @ V for i in range(0, n, chunk)] or [V.new_zeros(V.shape[0], 0, 3)],
+        dim=1,
+    ).unbind(-1)
     xx, xb, bb = stats.unbind(1)
-    on = lambda v: (z @ v.unsqueeze(-1)).squeeze(-1)  # noqa: E731 - sum_f z_f v_f
     if metric == "cosine":
-        dot = on(xx) + (xb.sum(-1, keepdim=True) - on(xb))
-        pp = on(xx) + (bb.sum(-1, keepdim=True) - on(bb))
+        dot = on_xx + (xb.sum(-1, keepdim=True) - on_xb)
+        pp = on_xx + (bb.sum(-1, keepdim=True) - on_bb)
         norm_x = xx.sum(-1, keepdim=True).sqrt()
         eps = torch.finfo(torch.float64).tiny
         return 1 - dot / (norm_x * pp.clamp_min(0).sqrt()).clamp_min(eps)
-    if metric == "euclidean":
-        diff = xx - 2 * xb + bb
-        return (diff.sum(-1, keepdim=True) - on(diff)).clamp_min(0).sqrt()
-    raise ValueError(f"expected metric in ['cosine', 'euclidean'], got {metric!r}")
+    diff = xx - 2 * xb + bb
+    return (diff.sum(-1, keepdim=True) - (on_xx - 2 * on_xb + on_bb)).clamp_min(0).sqrt()
+
+
+#: Mask entries converted to float64 at a time by the distance and kernel computations (2 MiB).
+_CHUNK_ELEMENTS = 1 << 18

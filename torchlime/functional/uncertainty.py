@@ -92,7 +92,10 @@ def sandwich_stderr(
     w = sample_weight.to(f64)
     ids = cluster.to(X.device, torch.long) if cluster is not None else torch.arange(n, device=X.device)
     wsum = w.sum(-1).clamp_min(torch.finfo(f64).tiny)
-    x_mean = (w.unsqueeze(-2) @ X.to(f64)).squeeze(-2) / wsum.unsqueeze(-1) if fit_intercept else None
+    x_mean = None
+    if fit_intercept:
+        x_mean = sum((w[..., s : s + chunk].unsqueeze(-2) @ X[..., s : s + chunk, :].to(f64)).squeeze(-2)
+                     for s in range(0, n, chunk)) / wsum.unsqueeze(-1)
     b = coef.to(f64)
     b0 = intercept.to(f64)
     lead = torch.broadcast_shapes(X.shape[:-2], y.shape[:-2], w.shape[:-1], b.shape[:-2])
