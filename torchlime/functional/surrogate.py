@@ -167,6 +167,40 @@ def _out_dtype(y: Tensor) -> torch.dtype:
     return y.dtype if y.dtype.is_floating_point else torch.float32
 
 
+def _check_problem(X: Tensor, y: Tensor, w: Tensor) -> None:
+    """Raise on what no weighted least-squares fit can use (one host sync when all is well).
+
+    NaN or inf in the design or the targets would give NaN coefficients; negative weights
+    make the problem non-convex; a problem whose weights are all zero has no data (lime
+    and scikit-learn refuse both).
+
+    Args:
+        X: ``(..., n, F)``.
+        y: ``(..., n, K)``.
+        w: ``(..., n)`` (broadcast as :func:`~torchlime.functional._linalg.prepare` does).
+
+    Raises:
+        ValueError: naming the argument and up to 5 places.
+    """
+    bad_x = ~torch.isfinite(X).all(-1) if X.dtype.is_floating_point else torch.zeros_like(w, dtype=torch.bool)
+    bad_y = ~torch.isfinite(y).all(-1)
+    bad_w = ~torch.isfinite(w) | (w < 0)
+    empty = (w == 0).all(-1)
+    flags = torch.stack([bad_x.any(), bad_y.any(), bad_w.any(), empty.any()]).tolist()
+    if not any(flags):
+        return
+    where = lambda bad: ", ".join(str(tuple(i)) for i in bad.nonzero().tolist()[:5])  # noqa: E731
+    lead = "(problem..., sample)" if w.dim() > 1 else "sample"
+    if flags[0]:
+        raise ValueError(f"expected finite X, got NaN or inf in the rows at {lead} {where(bad_x)}")
+    if flags[1]:
+        raise ValueError(f"expected finite y, got NaN or inf at {lead} {where(bad_y)}")
+    if flags[2]:
+        raise ValueError(f"expected finite, non-negative sample_weight, got bad ones at {lead} {where(bad_w)}")
+    problems = [tuple(i) for i in empty.nonzero().tolist()[:5]] if empty.dim() else "the problem"
+    raise ValueError(f"expected sample_weight with a positive entry in every problem, got all zeros for {problems}")
+
+
 def ridge(
     X: Tensor,
     y: Tensor,
@@ -174,6 +208,7 @@ def ridge(
     alpha: float = 1.0,
     fit_intercept: bool = True,
     active: Tensor | None = None,
+    sync_free: bool = False,
 ) -> SurrogateFit:
     """Weighted ridge regression with scikit-learn ``Ridge`` semantics.
 
@@ -188,9 +223,15 @@ def ridge(
         alpha: L2 penalty (>= 0).
         fit_intercept: fit an intercept.
         active: ``(..., K, F)`` bool, fit only these features (others get 0).
+        sync_free: skip the input checks (they read a flag on the host); for ``alpha > 0``
+            the solve itself never synchronises.
 
     Returns:
         :class:`SurrogateFit`.
+
+    Raises:
+        ValueError: ``alpha < 0``; unless ``sync_free``, NaN or inf in ``X`` or ``y``, and
+            sample weights that are negative, not finite or all zero for a problem.
 
     Example:
         >>> X = torch.tensor([[0., 1.], [1., 0.], [1., 1.], [0., 0.]])
@@ -201,6 +242,8 @@ def ridge(
         raise ValueError(f"expected alpha >= 0, got {alpha}")
     dtype = _out_dtype(y)
     X, y, w, single = _prepare(X, y, sample_weight)
+    if not sync_free:
+        _check_problem(X, y, w)
     m = _moments(X, y, w, fit_intercept)
     coef = _solve(m.gram, m.cross, float(alpha), active)
     return finish_fit(X, y, w, m, coef, single, dtype)
@@ -226,13 +269,19 @@ def linear_regression(
         sync_free: solve without any host synchronisation (iterated Tikhonov with
             Cholesky; equal to the default pseudo-inverse to about 1e-9 relative on
             well-posed problems). The default, ``torch.linalg.pinv``, asks the host for
-            its error code on CUDA.
+            its error code on CUDA. It also skips the input checks (as :func:`ridge`).
 
     Returns:
         :class:`SurrogateFit`.
+
+    Raises:
+        ValueError: unless ``sync_free``, NaN or inf in ``X`` or ``y``, and sample weights
+            that are negative, not finite or all zero for a problem.
     """
     dtype = _out_dtype(y)
     X, y, w, single = _prepare(X, y, sample_weight)
+    if not sync_free:
+        _check_problem(X, y, w)
     m = _moments(X, y, w, fit_intercept)
     if warn_singular:
         rank = torch.linalg.matrix_rank(m.gram, hermitian=True)
@@ -292,10 +341,16 @@ def lasso(
             check is a host sync; ignored when ``sync_free``).
         sync_free: never synchronise with the host: always runs ``max_iter``, with the
             step from Gershgorin's bound on the largest eigenvalue (``eigvalsh`` syncs on
-            CUDA for its error code), so it may need more iterations.
+            CUDA for its error code), so it may need more iterations; and no input
+            checks (as :func:`ridge`).
 
     Returns:
         :class:`SurrogateFit`.
+
+    Raises:
+        ValueError: ``alpha < 0``, ``max_iter < 1``; unless ``sync_free``, NaN or inf in
+            ``X`` or ``y``, and sample weights that are negative, not finite or all zero
+            for a problem.
     """
     if alpha < 0:
         raise ValueError(f"expected alpha >= 0, got {alpha}")
@@ -303,6 +358,8 @@ def lasso(
         raise ValueError(f"expected max_iter >= 1, got {max_iter}")
     dtype = _out_dtype(y)
     X, y, w, single = _prepare(X, y, sample_weight)
+    if not sync_free:
+        _check_problem(X, y, w)
     m = _moments(X, y, w, fit_intercept)
     scale = m.weight_sum.clamp_min(torch.finfo(torch.float64).tiny)
     gram = m.gram / scale[..., None, None]

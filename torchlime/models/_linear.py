@@ -214,7 +214,7 @@ class Ridge(TorchLinearModel):
     def _fit(self, X, y, w, differentiable, sync_free):
         if self.alpha == 0:  # the minimum-norm least squares: the linear regression's solve
             return S.linear_regression(X, y, w, fit_intercept=self.fit_intercept, sync_free=sync_free)
-        return S.ridge(X, y, w, alpha=self.alpha, fit_intercept=self.fit_intercept)
+        return S.ridge(X, y, w, alpha=self.alpha, fit_intercept=self.fit_intercept, sync_free=sync_free)
 
 
 class LinearRegression(TorchLinearModel):
