@@ -107,3 +107,23 @@ def test_sampler_clusters_give_the_right_spread():
         coefs.append(fit.coef)
         ses.append(sandwich_stderr(X, y, w, fit.coef, fit.intercept, cluster=s.clusters))
     torch.testing.assert_close(torch.stack(ses).mean(0), torch.stack(coefs).std(0), rtol=0.15, atol=0)
+
+
+@pytest.mark.parametrize("explainer", ["Lime", "KernelShap"])
+def test_attribute_computes_stderr_only_when_the_fit_is_returned(explainer, monkeypatch):
+    """The standard errors take a second pass over the masks: only ``return_fit=True`` pays it,
+    and then the fit carries them."""
+    import torchlime
+    from torchlime.models import TorchLinearModel
+
+    calls = []
+    original = TorchLinearModel.stderr
+    monkeypatch.setattr(TorchLinearModel, "stderr", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    model = torch.nn.Linear(6, 2)
+    x = torch.randn(2, 6)
+    e = getattr(torchlime, explainer)(model)
+    attr = e.attribute(x, target=1, n_samples=200, generator=torch.Generator().manual_seed(0))
+    assert calls == [] and attr.shape == (2, 6)
+    fit = e.attribute(x, target=1, n_samples=200, generator=torch.Generator().manual_seed(0), return_fit=True)
+    assert calls == [1] and fit.stderr.shape == (2, 6) and bool((fit.stderr >= 0).all())
+    torch.testing.assert_close(fit.coef, attr)

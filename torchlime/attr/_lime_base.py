@@ -174,6 +174,9 @@ class LimeBase(CaptumLimeBase):
         masks = kwargs.pop("masks", None)
         differentiable = kwargs.pop("differentiable", False)
         return_fit = kwargs.pop("return_fit", False)
+        # Subclasses that read the fit for their own output (Lime) say whether the caller wants
+        # the standard errors: they cost a second pass over the masks.
+        stderr = kwargs.pop("_stderr", return_fit)
         validate = kwargs.pop("validate", True)
         if masks is not None and sampler != "iid":
             raise ValueError(f"expected either masks= or sampler=, got both (sampler={sampler!r})")
@@ -208,7 +211,7 @@ class LimeBase(CaptumLimeBase):
             else:
                 fit, multi = self._attribute_batched(
                     inputs, target, additional_forward_args, n_samples, perturbations_per_eval,
-                    show_progress, generator, masks, differentiable, validate, kwargs, sampler, return_fit,
+                    show_progress, generator, masks, differentiable, validate, kwargs, sampler, stderr,
                 )
         if return_fit:
             return fit
