@@ -110,11 +110,30 @@ def test_every_option_says_its_default_in_help():
     assert checked > 80
     helps = dict(subparsers())
     explain = " ".join(helps["explain"].format_help().split())
-    for shown in ("--separator NAME|DIR|none", "(default: umxl)", "--n-samples N perturbations per song (>= 2) "
-                  "(default: 1000)", "(default: 10)", "(default: line)", "(default: the predicted class only)",
+    for shown in ("--separator NAME|DIR|none", "(default: umxl)", "--n-samples N|auto perturbations per song (>= 2), "
+                  "or auto:", "(default: 1000)", "--sampler {iid,paired,sobol}",
+                  "(default: iid)", "--tol TOL with --n-samples auto:", "(default: 0.05)",
+                  "--max-samples N with --n-samples auto: the most perturbations per song (default: 10000)",
+                  "(default: 10)", "(default: line)", "(default: the predicted class only)",
                   "--keep-residual", "(default: off)", "--perturbations-per-eval N", "(default: 100)"):
         assert shown in explain, shown
     assert "--batch-size" not in explain and "--targets" not in explain  # deprecated aliases are not advertised
+    for command in ("demo", "explain-dataset", "evaluate"):
+        text = " ".join(helps[command].format_help().split())
+        assert "--n-samples N|auto" in text and "--sampler {iid,paired,sobol}" in text and "--tol TOL" in text, command
+
+
+def test_auto_budget_defaults_are_musiclimes():
+    """The CLI writes MusicLime.explain's defaults out (it may not import torchlime.music to
+    build its parser): they must stay the same."""
+    import inspect
+
+    from torchlime.cli._common import DEFAULT_MAX_SAMPLES, DEFAULT_TOL
+    from torchlime.music import MusicLime
+
+    params = inspect.signature(MusicLime.explain).parameters
+    assert params["tol"].default == DEFAULT_TOL and params["max_samples"].default == DEFAULT_MAX_SAMPLES
+    assert params["sampler"].default == "iid"
 
 
 def test_deprecated_aliases_still_work(song, monkeypatch, capsys):
@@ -137,7 +156,15 @@ def test_deprecated_aliases_still_work(song, monkeypatch, capsys):
 @pytest.mark.parametrize("extra,message", [
     (["--model", "my_model"], r"expected --model as module:factory \(e.g. torchlime.music.demo.factory:factory\)"),
     (["--model", "my_model:nothing"], r"has no callable 'nothing' .*the demo model is torchlime.music.demo.factory:factory"),
-    (["--n-samples", "1"], "expected --n-samples >= 2, got 1"),
+    (["--n-samples", "1"], r"expected --n-samples to be an integer >= 2 or 'auto', got '1'"),
+    (["--n-samples", "x"], r"expected --n-samples to be an integer >= 2 or 'auto', got 'x'"),
+    (["--n-samples", "2.5"], r"expected --n-samples to be an integer >= 2 or 'auto', got '2.5'"),
+    (["--tol", "0.1"], r"expected --tol and --max-samples only with --n-samples auto \(they say when its rounds "
+                       r"stop\), got --tol 0.1 with --n-samples 8"),
+    (["--max-samples", "100", "--tol", "0.1"], r"got --tol 0.1 and --max-samples 100 with --n-samples 8"),
+    (["--n-samples", "auto", "--tol", "0"], r"expected --tol > 0, got 0.0"),
+    (["--n-samples", "auto", "--tol", "nan"], r"expected --tol > 0, got nan"),
+    (["--n-samples", "auto", "--max-samples", "1"], r"expected --max-samples >= 2, got 1"),
     (["--segments", "0"], "expected --segments >= 1, got 0"),
     (["--perturbations-per-eval", "0"], "expected --perturbations-per-eval >= 1, got 0"),
     (["--target", "2"], r"target 2 is out of range for a model with 2 classes"),
@@ -157,6 +184,33 @@ def test_explain_option_errors(song, monkeypatch, capsys, extra, message):
     err = capsys.readouterr().err
     assert err.startswith("torchlime explain: error: ") and len(err.strip().splitlines()) == 1, err
     assert re.search(message, err), err
+
+
+def test_sampler_and_auto_budget_end_to_end(song, monkeypatch, capsys):
+    monkeypatch.chdir(song)
+    base = ["explain", "--audio", "song.wav", "--lyrics", "song.txt", "--model", "my_model:factory", "--separator",
+            "none", "--segments", "2", "--perturbations-per-eval", "16", "--device", "cpu", "--quiet"]
+
+    def written(out):
+        data = json.loads((song / out / "song.json").read_text())
+        return data["metadata"]["explanation_params"], data["metadata"]["song_info"]["settings"], data["metadata"]
+
+    assert main(base + ["--n-samples", "16", "--sampler", "paired", "--out", "paired"]) == 0
+    assert "Explained song in " in (printed := capsys.readouterr().out)
+    assert "(16 samples, paired sampler, 2 audio + " in printed
+    params, settings, _ = written("paired")
+    assert params["sampler"] == "paired" and params["n_samples"] == 16 and "n_samples_rule" not in params
+    assert settings["sampler"] == "paired" and settings["n_samples"] == 16 and "tol" not in settings
+
+    assert main(base + ["--n-samples", "auto", "--tol", "0.5", "--max-samples", "48", "--out", "auto"]) == 0
+    params, settings, metadata = written("auto")
+    used = params["n_samples"]  # rounds of --perturbations-per-eval, as many as --max-samples allows
+    assert used in (16, 32, 48) and metadata["uncertainty"]["n_samples_used"] == used
+    assert params["n_samples_rule"] == "auto" and params["tol"] == 0.5 and params["max_samples"] == 48
+    assert params["sampler"] == "iid"
+    assert (settings["n_samples"], settings["sampler"], settings["tol"], settings["max_samples"]) == (
+        "auto", "iid", 0.5, 48)
+    assert f"(auto: {used} of at most 48 samples, 2 audio + " in capsys.readouterr().out
 
 
 def test_outputs_of_two_songs_with_one_name_do_not_overwrite_each_other(song, monkeypatch, capsys):

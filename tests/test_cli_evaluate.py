@@ -48,6 +48,26 @@ def demo_explanation(tmp_path_factory):
     return exp, exp.save_json(tmp_path_factory.mktemp("exp") / "demo.json")
 
 
+def test_evaluate_passes_the_sampler_and_budget_on(tmp_path, capsys):
+    """The explanation and its stability reruns use --sampler and --n-samples auto; with
+    --explanation, the reruns are made as the explanation was (its sampler and budget)."""
+    quick = ["--quiet", "--device", "cpu", "--perturbations-per-eval", "32", "--n-random", "0", "--heldout", "0",
+             "--max-k", "3"]
+    assert main(["evaluate", "--demo", *quick, "--n-samples", "auto", "--tol", "0.5", "--max-samples", "64",
+                 "--sampler", "paired", "--seeds", "2", "--out", str(tmp_path / "m")]) == 0
+    data = json.loads((tmp_path / "m" / "demo_metrics.json").read_text())
+    assert data["settings"]["explain"] == dict(n_samples="auto", sampler="paired", tol=0.5, max_samples=64,
+                                               num_features=20, modality="both", feature_selection="auto")
+    assert main(["demo", "--n-samples", "auto", "--tol", "0.5", "--max-samples", "64", "--sampler", "sobol",
+                 "--perturbations-per-eval", "32", "--quiet", "--device", "cpu", "--out", str(tmp_path / "e")]) == 0
+    assert "(auto: " in capsys.readouterr().out
+    assert main(["evaluate", "--explanation", str(tmp_path / "e" / "demo.json"), *quick, "--seeds", "2",
+                 "--out", str(tmp_path / "m")]) == 0
+    data = json.loads((tmp_path / "m" / "demo_metrics.json").read_text())
+    assert data["settings"]["explain"] == dict(n_samples="auto", sampler="sobol", tol=0.5, max_samples=64,
+                                               num_features=20, modality="both", feature_selection="auto")
+
+
 def test_evaluate_an_existing_explanation(demo_explanation, tmp_path, capsys):
     exp, path = demo_explanation
     rc = main(["evaluate", "--demo", "--explanation", str(path), *FAST, "--seeds", "0", "--n-random", "0",
@@ -76,7 +96,9 @@ def test_evaluate_an_existing_explanation(demo_explanation, tmp_path, capsys):
     (["--target", "2"], r"target 2 is out of range for a model with 2 classes"),
     (["--target", "x"], r"expected --target as class indices \(0, 1, ...\) or all, got 'x'"),
     (["--out", "m/metrics.json"], r"expected --out to be a folder \(evaluate writes <out>/<song>_metrics.json\)"),
-    (["--n-samples", "1"], "expected --n-samples >= 2, got 1"),
+    (["--n-samples", "1"], r"expected --n-samples to be an integer >= 2 or 'auto', got '1'"),
+    (["--max-samples", "64"], r"expected --tol and --max-samples only with --n-samples auto .* got --max-samples 64 "
+                              r"with --n-samples 8"),
     (["--explanation", "missing.json"], "expected an explanation JSON file, got 'missing.json', which does not exist"),
 ])
 def test_evaluate_demo_errors(extra, message, capsys, tmp_path, monkeypatch):

@@ -344,6 +344,60 @@ def test_a_rerun_with_other_settings_is_refused_and_overwrite_replaces(dataset, 
     assert "5 already explained in" in capsys.readouterr().out
 
 
+def test_a_rerun_with_another_sampler_is_refused_and_an_older_folder_resumes(dataset, full_run, tmp_path,
+                                                                              monkeypatch, capsys):
+    from torchlime.cli._common import settings_fingerprint
+
+    monkeypatch.chdir(dataset)
+    out = tmp_path / "out"
+    shutil.copytree(full_run[1], out)
+    recorded = json.loads((out / "song0.json").read_text())["metadata"]["song_info"]
+    assert recorded["settings"]["sampler"] == "iid" and "tol" not in recorded["settings"]
+    capsys.readouterr()
+    assert run(dataset, out, "--target", "all", "--sampler", "paired") == 2
+    err = capsys.readouterr().err
+    assert "(and 4 more song(s)) made with sampler iid (now paired); pass --overwrite" in err, err
+    assert len(err.strip().splitlines()) == 1
+    # A folder written before the sampler was recorded: its songs were drawn iid, so it
+    # resumes, and its fingerprint is the one it was written with.
+    for path in out.glob("song*.json"):
+        data = json.loads(path.read_text())
+        del data["metadata"]["song_info"]["settings"]["sampler"]
+        path.write_text(json.dumps(data))
+    old = {k: v for k, v in recorded["settings"].items() if k != "sampler"}
+    assert settings_fingerprint(old) == recorded["settings_fingerprint"] == settings_fingerprint(recorded["settings"])
+    assert run(dataset, out, "--target", "all") == 1  # the missing file
+    assert "5 already explained in" in capsys.readouterr().out
+    assert load_global(out / "global_importance.json")["settings_fingerprints"] == [recorded["settings_fingerprint"]]
+    assert run(dataset, out, "--target", "all", "--sampler", "sobol") == 2
+    assert "made with sampler iid (now sobol); pass --overwrite" in capsys.readouterr().err
+
+
+def test_auto_budget_records_the_samples_of_each_song(dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(dataset)
+    out = tmp_path / "auto"
+    args = ["explain-dataset", "--manifest", str(dataset / "songs.csv"), "--model", "ds_model:factory", "--separator",
+            str(dataset / "umx"), "--segments", "4", "--out", str(out), "--device", "cpu", "--n-samples", "auto",
+            "--tol", "0.3", "--max-samples", "64", "--perturbations-per-eval", "16", "--sampler", "paired"]
+    assert main(args) == 1  # the missing file
+    printed = capsys.readouterr().out
+    for i in range(5):
+        metadata = json.loads((out / f"song{i}.json").read_text())["metadata"]
+        params, settings = metadata["explanation_params"], metadata["song_info"]["settings"]
+        used = params["n_samples"]  # each song's own: rounds of 16 until its weights are precise, <= 64
+        assert used <= 64 and used % 16 == 0 and metadata["uncertainty"]["n_samples_used"] == used
+        assert (params["n_samples_rule"], params["tol"], params["max_samples"], params["sampler"]) == (
+            "auto", 0.3, 64, "paired")
+        assert (settings["n_samples"], settings["tol"], settings["max_samples"], settings["sampler"]) == (
+            "auto", 0.3, 64, "paired")
+        assert f"explained song{i} (auto: {used} of at most 64 samples, paired sampler)" in printed
+    assert main(args[:-2] + ["--tol", "0.2", "--quiet"]) == 2  # and the default sampler, iid
+    err = capsys.readouterr().err
+    assert "(and 4 more song(s)) made with sampler paired (now iid), tol 0.3 (now 0.2); pass --overwrite" in err, err
+    assert main(args + ["--quiet"]) == 1
+    assert "5 already explained in" in capsys.readouterr().out
+
+
 def test_a_song_that_fails_in_a_group_fails_alone(dataset, tmp_path, monkeypatch, capsys):
     """song3's lyrics make the model return NaN: its group (song2, song3) is explained again
     song by song, song3 alone fails (named, listed at the end, exit 1), the others are kept."""

@@ -31,6 +31,7 @@ def test_demo_command_writes_outputs(tmp_path, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "planted cause: drums in segments [2, 3, 4]" in out
+    assert "explained in " in out and "(200 samples, 40 audio + 12 lyric features)" in out
     data = json.loads((tmp_path / "demo.json").read_text())
     assert data["explanations"]["label_1"]["prediction_label"] == "positive"
     assert (tmp_path / "demo_label1.png").exists() and (tmp_path / "demo_label1_top_audio.wav").exists()

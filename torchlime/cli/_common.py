@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from .._checks import check_int
+from .._checks import check_choice, check_int
+from ..functional.sampling import LIME_SAMPLERS
 from ._separation import (
     DEFAULT_SEPARATOR,
     NO_SEPARATION,
@@ -52,6 +53,8 @@ __all__ = [
     "add_target_args",
     "add_deprecated_alias",
     "check_run_args",
+    "sampling_options",
+    "describe_samples",
     "parse_targets",
     "song_options",
     "device_of",
@@ -60,6 +63,7 @@ __all__ = [
     "explain",
     "parse_bytes",
     "SETTINGS_THAT_COUNT",
+    "SETTING_DEFAULTS",
     "cli_kernel",
     "explanation_settings",
     "settings_fingerprint",
@@ -77,6 +81,11 @@ DEMO_FACTORY = "torchlime.music.demo.factory:factory"
 DEFAULT_SEGMENTS = 10
 DEFAULT_UNIT = "line"
 MODALITIES = ("both", "audio", "lyrics")
+#: ``MusicLime.explain``'s ``tol`` and ``max_samples`` (what ``--n-samples auto`` stops at);
+#: written out because the console script imports torchlime.music only once it runs
+#: (tests/test_cli.py checks that they agree).
+DEFAULT_TOL = 0.05
+DEFAULT_MAX_SAMPLES = 10_000
 
 
 # -- the model ----------------------------------------------------------------------------------
@@ -466,7 +475,18 @@ def add_deprecated_alias(p: Any, old: str, new: str, dest: str, **kwargs: Any) -
 def add_run_args(p: Any, *, device_help: str = "cuda when available, else cpu") -> None:
     """The options of every command that explains: output, sampling, seed, device, progress."""
     p.add_argument("--out", default="torchlime_out", metavar="DIR", help="output folder")
-    p.add_argument("--n-samples", type=int, default=1000, metavar="N", help="perturbations per song (>= 2)")
+    p.add_argument("--n-samples", default=1000, metavar="N|auto",
+                   help="perturbations per song (>= 2), or auto: draw them in rounds of --perturbations-per-eval "
+                        "until each song's weights are precise enough (see --tol and --max-samples)")
+    p.add_argument("--sampler", default="iid", choices=LIME_SAMPLERS,
+                   help="how the perturbation masks are drawn: iid (every feature on with probability 1/2, as "
+                        "MusicLIME), paired (each mask with its complement: smaller errors for as many model calls) "
+                        "or sobol (scrambled quasi-random); whatever the sampler, the first mask is the song itself")
+    p.add_argument("--tol", type=float, default=None, metavar="TOL",
+                   help="with --n-samples auto: a song stops once every weight's standard error is at most TOL "
+                        f"times the largest |weight| of its class (default: {DEFAULT_TOL})")
+    p.add_argument("--max-samples", type=int, default=None, metavar="N",
+                   help=f"with --n-samples auto: the most perturbations per song (default: {DEFAULT_MAX_SAMPLES})")
     p.add_argument("--num-features", type=int, default=20, metavar="K", help="features the surrogate keeps (lime's feature selection)")
     p.add_argument("--perturbations-per-eval", type=int, default=100, dest="perturbations_per_eval", metavar="N",
                    help="perturbations per forward call of the model (memory vs speed)")
@@ -511,17 +531,80 @@ def add_song_args(p: Any, *, stems: bool = True) -> None:
 
 
 def check_run_args(args: argparse.Namespace) -> None:
-    """The integer options of a command that explains, checked before any work.
+    """The options of a command that explains, checked before any work.
 
     Raises:
-        ValueError: "expected --n-samples >= 2, got 1" and the like.
+        ValueError: "expected --num-features >= 1, got 0" and the like; see also
+            :func:`sampling_options`.
     """
-    check_int(args.n_samples, "--n-samples", 2)
+    sampling_options(args)
     check_int(args.num_features, "--num-features", 1)
     check_int(args.perturbations_per_eval, "--perturbations-per-eval", 1)
     check_int(args.seed, "--seed", 0)
     if getattr(args, "segments", None) is not None:
         check_int(args.segments, "--segments", 1)
+
+
+def sampling_options(args: argparse.Namespace) -> dict[str, Any]:
+    """How many perturbations a song gets and how they are drawn, as ``MusicLime.explain``
+    takes them: ``n_samples`` (an int, or ``"auto"``) and ``sampler``, with ``tol`` and
+    ``max_samples`` (their defaults filled in) only under ``--n-samples auto``.
+
+    Example:
+        >>> import argparse
+        >>> sampling_options(argparse.Namespace(n_samples="64", sampler="paired", tol=None, max_samples=None))
+        {'n_samples': 64, 'sampler': 'paired'}
+        >>> sampling_options(argparse.Namespace(n_samples="auto", sampler="iid", tol=None, max_samples=5000))
+        {'n_samples': 'auto', 'sampler': 'iid', 'tol': 0.05, 'max_samples': 5000}
+
+    Raises:
+        ValueError: "expected --n-samples to be an integer >= 2 or 'auto', got 'x'", a bad
+            --sampler, --tol <= 0, --max-samples < 2, or --tol or --max-samples without
+            --n-samples auto.
+    """
+    n_samples = args.n_samples
+    if n_samples != "auto":
+        try:
+            n_samples = check_int(int(n_samples) if isinstance(n_samples, str) else n_samples, "--n-samples", 2)
+        except ValueError:
+            raise ValueError(f"expected --n-samples to be an integer >= 2 or 'auto', got {args.n_samples!r}") from None
+    out: dict[str, Any] = {"n_samples": n_samples,
+                           "sampler": check_choice(getattr(args, "sampler", "iid"), "--sampler", LIME_SAMPLERS)}
+    tol, max_samples = getattr(args, "tol", None), getattr(args, "max_samples", None)
+    if n_samples != "auto":
+        given = [f"{flag} {value}" for flag, value in (("--tol", tol), ("--max-samples", max_samples))
+                 if value is not None]
+        if given:
+            raise ValueError(f"expected --tol and --max-samples only with --n-samples auto (they say when its rounds "
+                             f"stop), got {' and '.join(given)} with --n-samples {n_samples}")
+        return out
+    tol = DEFAULT_TOL if tol is None else tol
+    if not tol > 0:  # a float: check_int does not apply; NaN fails here too
+        raise ValueError(f"expected --tol > 0, got {tol}")
+    out["tol"] = float(tol)
+    out["max_samples"] = check_int(DEFAULT_MAX_SAMPLES if max_samples is None else max_samples, "--max-samples", 2)
+    return out
+
+
+def describe_samples(exp: Any) -> str:
+    """How many perturbations an explanation used, for a one-line summary: ``"1000 samples"``,
+    or under ``n_samples="auto"`` ``"auto: 3000 of at most 10000 samples"``, with the
+    sampler where it is not iid.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> describe_samples(SimpleNamespace(metadata=dict(n_samples=3000, n_samples_rule="auto", tol=0.05,
+        ...                                                max_samples=10000, sampler="paired")))
+        'auto: 3000 of at most 10000 samples, paired sampler'
+        >>> describe_samples(SimpleNamespace(metadata=dict(n_samples=64, sampler="iid")))
+        '64 samples'
+    """
+    meta = exp.metadata
+    text = f"{meta.get('n_samples')} samples"
+    if meta.get("n_samples_rule") == "auto":
+        text = f"auto: {meta.get('n_samples')} of at most {meta.get('max_samples')} samples"
+    sampler = meta.get("sampler", "iid")
+    return text if sampler == "iid" else f"{text}, {sampler} sampler"
 
 
 def parse_targets(values: Sequence[str] | None) -> list[int] | str | None:
@@ -619,16 +702,18 @@ def choose_targets(prediction: torch.Tensor, asked: list[int] | str | None) -> l
     return out
 
 
-def explain(explainer: Any, audio: Any, lyrics: Any, target: Sequence[int | str] | str, *, n_samples: int,
+def explain(explainer: Any, audio: Any, lyrics: Any, target: Sequence[int | str] | str, *, n_samples: int | str,
             num_features: int, generator: Any, perturbations_per_eval: int, modality: str = "both",
             feature_selection: str = "auto", show_progress: bool = False, song_info: Any = None,
-            songs_per_batch: int = 1, memory_budget: int | None = None) -> Any:
-    """The one call of ``MusicLime.explain`` in the CLI (one song, or lists of songs)."""
+            songs_per_batch: int = 1, memory_budget: int | None = None, sampler: str = "iid",
+            tol: float = DEFAULT_TOL, max_samples: int = DEFAULT_MAX_SAMPLES) -> Any:
+    """The one call of ``MusicLime.explain`` in the CLI (one song, or lists of songs);
+    ``n_samples``, ``sampler``, ``tol`` and ``max_samples`` as :func:`sampling_options` gives them."""
     return explainer.explain(
         audio, lyrics, target=target, n_samples=n_samples, modality=modality, num_features=num_features,
         feature_selection=feature_selection, generator=generator, perturbations_per_eval=perturbations_per_eval,
         show_progress=show_progress, song_info=song_info, songs_per_batch=songs_per_batch,
-        memory_budget=memory_budget,
+        memory_budget=memory_budget, sampler=sampler, tol=tol, max_samples=max_samples,
     )
 
 
@@ -656,8 +741,19 @@ def parse_bytes(text: str) -> int:
 
 #: The settings that change an explanation, recorded in each one (``song_info.settings``)
 #: and compared when a run resumes into a folder or explanations are aggregated.
+#: ``tol`` and ``max_samples`` are recorded only with ``n_samples="auto"``.
 SETTINGS_THAT_COUNT = ("model", "separator", "segments", "unit", "keep_residual", "modality", "n_samples",
-                       "num_features", "feature_selection", "seed", "target", "kernel")
+                       "sampler", "tol", "max_samples", "num_features", "feature_selection", "seed", "target",
+                       "kernel")
+
+#: Settings recorded since a later release, at the one value the runs before it used: an
+#: explanation that records no ``sampler`` was drawn iid. Comparisons read a missing key
+#: as this value, and the fingerprint leaves a setting out at this value, so a folder
+#: written before the key existed resumes, and keeps its fingerprint.
+SETTING_DEFAULTS: dict[str, Any] = {"sampler": "iid"}
+
+#: Settings that apply only with ``n_samples="auto"`` (otherwise absent: ``n_samples`` differs then).
+_AUTO_ONLY = ("tol", "max_samples")
 
 
 def cli_kernel() -> dict[str, Any]:
@@ -673,23 +769,30 @@ def explanation_settings(args: argparse.Namespace, options: SongOptions, *, stem
 
     These change an explanation's numbers or meaning: the model; the features (separator,
     segments, lyric unit, residual, modality); the surrogate (``n_samples`` perturbations,
-    the ``num_features`` kept, the feature selection, the kernel); the masks (``--seed``,
-    from which each song's seed is derived); which classes are explained (``--target``).
+    or ``"auto"`` with its ``tol`` and ``max_samples``, the ``num_features`` kept, the
+    feature selection, the kernel); the masks (the ``sampler``, and ``--seed``, from which
+    each song's seed is derived); which classes are explained (``--target``).
     What does not change them is left out: the device, ``--perturbations-per-eval``,
     ``--songs-per-batch`` and ``--memory-budget`` (how perturbations are grouped into
     forward calls: the same masks give the same explanation, up to float rounding), the
     stems cache, progress bars, the number of processes, and the aggregation options (the
-    aggregate is recomputed from the songs on every run). ``separator`` is None where the
-    run separates nothing (``explain --stems``); a song of a manifest given as stem files
-    records its run's separator, which is not compared for it.
+    aggregate is recomputed from the songs on every run). Under ``n_samples="auto"`` the
+    samples per forward call are also the rounds after which a song may stop, so those
+    options can change how many samples a song uses (its explanation records the count);
+    they are still left out: every song meets the same ``tol`` and ``max_samples``, and
+    the default memory budget follows the device's free memory. ``separator`` is None
+    where the run separates nothing (``explain --stems``); a song of a manifest given as
+    stem files records its run's separator, which is not compared for it.
 
     Example:
         >>> import argparse
-        >>> args = argparse.Namespace(model="m:f", modality="both", n_samples=64, num_features=20, seed=0,
-        ...                           target=None)
+        >>> args = argparse.Namespace(model="m:f", modality="both", n_samples="64", sampler="paired", tol=None,
+        ...                           max_samples=None, num_features=20, seed=0, target=None)
         >>> settings = explanation_settings(args, SongOptions(separator="none", segments=4))
-        >>> settings["segments"], settings["target"], settings["kernel"]["kernel_width"]
-        (4, ['predicted'], 25.0)
+        >>> settings["segments"], settings["n_samples"], settings["sampler"], settings["target"]
+        (4, 64, 'paired', ['predicted'])
+        >>> settings["kernel"]["kernel_width"], "tol" in settings
+        (25.0, False)
     """
     return {
         "model": args.model,
@@ -698,7 +801,7 @@ def explanation_settings(args: argparse.Namespace, options: SongOptions, *, stem
         "unit": options.unit,
         "keep_residual": options.keep_residual,
         "modality": args.modality,
-        "n_samples": args.n_samples,
+        **sampling_options(args),
         "num_features": args.num_features,
         "feature_selection": "auto",
         "seed": args.seed,
@@ -708,29 +811,39 @@ def explanation_settings(args: argparse.Namespace, options: SongOptions, *, stem
 
 
 def settings_fingerprint(settings: dict[str, Any]) -> str:
-    """A short hash of ``settings`` (16 hex digits): equal settings, equal fingerprints.
+    """A short hash of ``settings`` (16 hex digits): equal settings, equal fingerprints. A
+    setting at its :data:`SETTING_DEFAULTS` value is left out, so settings recorded before
+    it existed keep their fingerprint.
 
     Example:
         >>> a = settings_fingerprint({"n_samples": 64, "segments": 4})
-        >>> a == settings_fingerprint({"segments": 4, "n_samples": 64}), len(a)
+        >>> a == settings_fingerprint({"segments": 4, "n_samples": 64, "sampler": "iid"}), len(a)
         (True, 16)
     """
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    kept = {k: v for k, v in settings.items() if not (k in SETTING_DEFAULTS and v == SETTING_DEFAULTS[k])}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def settings_differences(recorded: Any, current: dict[str, Any], ignore: Sequence[str] = ()) -> list[str]:
     """The settings that differ, as ``"segments 4 (now 2)"``; one line saying so when
-    nothing is recorded. Keys in ``ignore`` are not compared.
+    nothing is recorded. Keys in ``ignore`` are not compared; a key missing from
+    ``recorded`` is its :data:`SETTING_DEFAULTS` value (``sampler`` iid), else "unrecorded";
+    ``tol`` and ``max_samples`` are compared only when both sides have ``n_samples`` auto
+    (otherwise ``n_samples`` differs).
 
     Example:
         >>> settings_differences({"segments": 4, "n_samples": 64, "seed": 0},
-        ...                      {"segments": 2, "n_samples": 32, "seed": 0})
-        ['segments 4 (now 2)', 'n_samples 64 (now 32)']
+        ...                      {"segments": 2, "n_samples": 32, "sampler": "paired", "seed": 0})
+        ['segments 4 (now 2)', 'n_samples 64 (now 32)', 'sampler iid (now paired)']
     """
     if not isinstance(recorded, dict):
         return ["no recorded settings (written by an older torchlime or another command)"]
+    recorded = {**SETTING_DEFAULTS, **recorded}
+    both_auto = recorded.get("n_samples") == "auto" == current.get("n_samples")
     return [f"{key} {show_setting(recorded.get(key, 'unrecorded'))} (now {show_setting(value)})"
-            for key, value in current.items() if key not in ignore and recorded.get(key, "unrecorded") != value]
+            for key, value in current.items()
+            if key not in ignore and not (key in _AUTO_ONLY and not both_auto)
+            and recorded.get(key, "unrecorded") != value]
 
 
 def show_setting(value: Any) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 from .._atomic import atomic_write, is_temporary_file
 from .._checks import check_int
-from ._common import add_command, settings_fingerprint, shorten, show_setting
+from ._common import SETTING_DEFAULTS, add_command, settings_fingerprint, shorten, show_setting
 
 __all__ = ["GLOBAL_NAME", "add_parser", "run", "add_aggregation_args", "make_aggregator", "write_global",
            "class_names", "common_settings"]
@@ -176,6 +176,7 @@ def common_settings(loaded: list[tuple[Path, Any]], mixed: bool) -> tuple[dict[s
         settings = (exp.metadata.get("song_info") or {}).get("settings")
         if not isinstance(settings, dict):
             continue
+        settings = {**SETTING_DEFAULTS, **settings}  # a sampler not recorded was iid
         fingerprints.add(settings_fingerprint(settings))
         if first is None:
             first = (path, settings)

@@ -15,11 +15,13 @@ from ._common import (
     add_run_args,
     add_target_args,
     check_run_args,
+    describe_samples,
     device_of,
     explain,
     parse_targets,
     target_spec,
     print_top,
+    sampling_options,
     write_outputs,
 )
 
@@ -61,13 +63,13 @@ def run(args: argparse.Namespace) -> int:
     spec, audio, lyrics, info, song = demo_song(args.label, args.song_seed, 10, "line", device)
     start = time.perf_counter()
     exp = explain(
-        spec.explainer(), audio, lyrics, target_spec(asked), n_samples=args.n_samples, num_features=args.num_features,
+        spec.explainer(), audio, lyrics, target_spec(asked), num_features=args.num_features,
         generator=torch.Generator(device).manual_seed(args.seed), perturbations_per_eval=args.perturbations_per_eval,
-        show_progress=not args.quiet, song_info=info, memory_budget=args.memory_budget,
+        show_progress=not args.quiet, song_info=info, memory_budget=args.memory_budget, **sampling_options(args),
     )
     elapsed = time.perf_counter() - start
     print(f"Demo song {args.song_seed} (true label {args.label}); explained in {elapsed:.2f} s "
-          f"({args.n_samples} samples, {audio.num_features} audio + {lyrics.num_features} lyric features)")
+          f"({describe_samples(exp)}, {audio.num_features} audio + {lyrics.num_features} lyric features)")
     print(f"planted cause: drums in segments {song.cause_segments}, lyric lines {song.cause_lines}")
     targets = list(exp.labels)
     print_top(exp, targets, spec.label_names)

@@ -14,6 +14,7 @@ import torch
 from .._checks import check_int
 from ._common import (
     MODALITIES,
+    SETTING_DEFAULTS,
     ModelSpec,
     SongFiles,
     add_command,
@@ -30,6 +31,7 @@ from ._common import (
     parse_targets,
     target_spec,
     prepare_song,
+    sampling_options,
     shorten,
     song_options,
 )
@@ -130,6 +132,26 @@ def _inputs(args: argparse.Namespace, recorded: dict[str, Any], device: torch.de
     return spec, audio, lyrics, song.info(options, model), song.name, song.source
 
 
+def _recorded_settings(settings: dict[str, Any], metadata: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` (the explain options) with what a saved explanation's metadata records
+    instead: the stability reruns are made as the explanation was. An explanation with
+    ``n_samples_rule`` auto records the samples it used as ``n_samples``: its reruns are
+    "auto" again, with its ``tol`` and ``max_samples``; one without a ``sampler`` was drawn iid.
+
+    Example:
+        >>> _recorded_settings(dict(n_samples=1000, sampler="iid", modality="both"),
+        ...                    dict(n_samples=480, n_samples_rule="auto", tol=0.1, max_samples=800, modality="audio"))
+        {'n_samples': 'auto', 'sampler': 'iid', 'modality': 'audio', 'tol': 0.1, 'max_samples': 800}
+    """
+    metadata = {**SETTING_DEFAULTS, **metadata}
+    out = {k: metadata.get(k, v) for k, v in settings.items() if k not in ("tol", "max_samples")}
+    if metadata.get("n_samples_rule") == "auto":
+        out.update(n_samples="auto", tol=metadata["tol"], max_samples=metadata["max_samples"])
+    elif out["n_samples"] == "auto":  # an explanation that records no n_samples: the options' budget
+        out.update(tol=settings["tol"], max_samples=settings["max_samples"])
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from .._atomic import atomic_write
     from ..evaluation import evaluate_explanation, evaluation_report, load_explanation, stability
@@ -160,11 +182,11 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and not 1 <= value <= num_features:
             raise ValueError(f"expected 1 <= {flag} <= F = {num_features} (the song's features), got {value}")
     explainer = spec.explainer()
-    settings = dict(n_samples=args.n_samples, num_features=args.num_features, modality=args.modality,
+    settings = dict(**sampling_options(args), num_features=args.num_features, modality=args.modality,
                     feature_selection="auto")
     if args.explanation:
         exp = load_explanation(args.explanation, audio=audio, lyrics=lyrics)
-        settings.update({k: exp.metadata[k] for k in settings if k in exp.metadata})
+        settings = _recorded_settings(settings, exp.metadata)
         labels = (choose_targets(exp.prediction, asked) if asked is not None else list(exp.labels))
     else:
         labels = target_spec(asked)  # the predicted class is resolved by the first explanation

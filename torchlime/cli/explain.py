@@ -22,6 +22,7 @@ from ._common import (
     check_outputs,
     check_run_args,
     check_writable,
+    describe_samples,
     device_of,
     explain,
     explanation_settings,
@@ -31,6 +32,7 @@ from ._common import (
     target_spec,
     prepare_song,
     print_top,
+    sampling_options,
     settings_fingerprint,
     song_options,
     write_outputs,
@@ -79,12 +81,17 @@ def run(args: argparse.Namespace) -> int:
     separator = make_separator(options, device, args.quiet) if song.stems is None else None
     spec = load_model_spec(args.model, device)
     audio, lyrics = prepare_song(spec, separator, song, options, device)
+    start = time.perf_counter()
     exp = explain(
-        spec.explainer(), audio, lyrics, target_spec(asked), n_samples=args.n_samples, modality=args.modality,
+        spec.explainer(), audio, lyrics, target_spec(asked), modality=args.modality,
         num_features=args.num_features, generator=torch.Generator(device).manual_seed(args.seed),
         perturbations_per_eval=args.perturbations_per_eval, show_progress=not args.quiet,
-        song_info=_song_info(args, song, options), memory_budget=args.memory_budget,
+        song_info=_song_info(args, song, options), memory_budget=args.memory_budget, **sampling_options(args),
     )
+    elapsed = time.perf_counter() - start
+    types = exp.feature_types
+    print(f"Explained {song.name} in {elapsed:.2f} s ({describe_samples(exp)}, {types.count('audio')} audio + "
+          f"{types.count('lyrics')} lyric features)")
     targets = list(exp.labels)
     print_top(exp, targets, spec.label_names)
     for path in write_outputs(exp, out, song.name, targets, spec.label_names):

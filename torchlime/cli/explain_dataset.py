@@ -10,13 +10,14 @@ and the aggregate is reduced with torchmetrics' sync over ``torch.distributed``.
 
 A resumed run only keeps explanations made with its own settings
 (:func:`~torchlime.cli._common.explanation_settings`: the model, the features, the
-surrogate, the seed and the targets; not the device or how forward calls are batched),
-which each song's JSON records with their fingerprint: a folder holding songs made with
-other settings is refused, naming the settings and the file, unless ``--overwrite`` asks
-to explain those songs again. A song that fails (a NaN from the model, a file that cannot
-be read) is listed at the end (exit status 1) and the others go on; a group of
-``--songs-per-batch`` songs that fails is explained again song by song, so only the
-failing song fails. A file that cannot be written (a read-only folder, a full disk) stops
+surrogate, its samples (how many or the automatic budget, and the sampler), the seed and
+the targets; not the device or how forward calls are batched), which each song's JSON
+records with their fingerprint: a folder holding songs made with other settings is
+refused, naming the settings and the file, unless ``--overwrite`` asks to explain those
+songs again. A song written before the sampler was recorded counts as drawn iid (it
+was). A song that fails (a NaN from the model, a file that cannot be read) is listed at
+the end (exit status 1) and the others go on; a group of ``--songs-per-batch`` songs that
+fails is explained again song by song, so only the failing song fails. A file that cannot be written (a read-only folder, a full disk) stops
 the run with one line; the explanations already written stay, and a rerun resumes.
 """
 
@@ -47,12 +48,14 @@ from ._common import (
     add_target_args,
     check_run_args,
     check_writable,
+    describe_samples,
     explain,
     explanation_settings,
     load_model_spec,
     make_separator,
     parse_targets,
     prepare_songs,
+    sampling_options,
     settings_differences,
     settings_fingerprint,
     song_options,
@@ -146,8 +149,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "4 on CUDA, 1 on CPU; measured: sharing helps a GPU, not a CPU)")
     p.add_argument("--overwrite", action="store_true",
                    help="explain again, and replace, the songs whose JSON in --out was made with other settings "
-                        "(model, separator, segments, unit, residual, modality, --n-samples, --num-features, "
-                        "--seed, --target); without it such a folder is refused")
+                        "(model, separator, segments, unit, residual, modality, --n-samples, --sampler, --tol, "
+                        "--max-samples, --num-features, --seed, --target); without it such a folder is refused")
     p.add_argument("--nproc-per-node", type=int, default=None, metavar="N",
                    help="start this many worker processes here (one per GPU), as torchrun --standalone does, but "
                         "with one-line messages and exit 1 when songs failed (default: this process only, or "
@@ -357,11 +360,11 @@ def _run(args: argparse.Namespace, rank: int, world: int, device: torch.device) 
         # not depend on the batch, the process or the run it lands in.
         generators = [torch.Generator(device).manual_seed(song_seed(args.seed, row.id)) for row, _, _ in group]
         return explain(
-            explainer, [g[1] for g in group], [g[2] for g in group], target, n_samples=args.n_samples,
+            explainer, [g[1] for g in group], [g[2] for g in group], target,
             modality=args.modality, num_features=args.num_features, generator=generators,
             perturbations_per_eval=args.perturbations_per_eval, songs_per_batch=args.songs_per_batch,
             song_info=[_song_info(row, options, args.model, settings, fingerprint) for row, _, _ in group],
-            memory_budget=args.memory_budget,
+            memory_budget=args.memory_budget, **sampling_options(args),
         )
 
     def flush() -> None:
@@ -393,7 +396,7 @@ def _run(args: argparse.Namespace, rank: int, world: int, device: torch.device) 
             exp.save_json(out / f"{row.id}.json", num_features=args.num_features, label_names=label_names)
             explained += 1
             if not args.quiet:
-                bar.write(f"explained {row.id}")
+                bar.write(f"explained {row.id} ({describe_samples(exp)})")
             bar.update(1)
         if exps:
             aggregate(exps)
