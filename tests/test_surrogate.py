@@ -284,3 +284,18 @@ def test_sync_free_fits_do_not_check(fn):
     X[3, 1] = float("nan")
     fit = fn(X, y, w, sync_free=True)
     assert torch.isnan(fit.coef).any()
+
+
+@pytest.mark.parametrize("name,ref,ours", REFERENCES[:3], ids=[r[0] for r in REFERENCES[:3]])
+def test_without_intercept_equals_sklearn(name, ref, ours):
+    """Moments taken without centring: coefficients and R^2 (still about the weighted mean) as
+    scikit-learn's ``fit_intercept=False``."""
+    X, y, w = problem(6)
+    estimator = ref().set_params(fit_intercept=False).fit(X, y, sample_weight=w)
+    fn = {"ridge": lambda *a: TF.ridge(*a, alpha=1.0, fit_intercept=False),
+          "ridge_alpha0": lambda *a: TF.ridge(*a, alpha=0.0, fit_intercept=False),
+          "linear": lambda *a: TF.linear_regression(*a, fit_intercept=False)}[name]
+    fit = fn(torch.tensor(X), torch.tensor(y), torch.tensor(w))
+    torch.testing.assert_close(fit.coef, torch.tensor(estimator.coef_), atol=1e-6, rtol=0)
+    torch.testing.assert_close(fit.score, torch.tensor(estimator.score(X, y, sample_weight=w), dtype=torch.float64),
+                               atol=1e-6, rtol=0)

@@ -185,18 +185,19 @@ def _symmetric_product(Xc: Tensor, yc: Tensor, w: Tensor, owned: bool) -> tuple[
     way). numpy's sqrt, unlike torch's float64 one, never starts a thread pool. ``owned``:
     ``Xc`` and ``yc`` are this module's own copies, scaled in place.
     """
-    root = np.sqrt(w.contiguous().numpy())[..., None]
-    Z, Zy = Xc.contiguous().numpy(), yc.contiguous().numpy()
-    if owned and Xc.is_contiguous() and yc.is_contiguous():  # numpy() shares their memory: scale in place
-        Z *= root
-        Zy *= root
-    else:
-        Z, Zy = Z * root, Zy * root
-    lead = Z.shape[:-2]
-    Zf = Z.reshape(-1, *Z.shape[-2:])
-    Zyf = Zy.reshape(-1, *Zy.shape[-2:])
-    gram = np.stack([z.T @ z for z in Zf]).reshape(*lead, Z.shape[-1], Z.shape[-1])
-    cross = np.matmul(Zyf.transpose(0, 2, 1), Zf).reshape(*lead, Zy.shape[-1], Z.shape[-1])
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN or inf data: the fits' checks name them
+        root = np.sqrt(w.contiguous().numpy())[..., None]
+        Z, Zy = Xc.contiguous().numpy(), yc.contiguous().numpy()
+        if owned and Xc.is_contiguous() and yc.is_contiguous():  # numpy() shares their memory: scale in place
+            Z *= root
+            Zy *= root
+        else:
+            Z, Zy = Z * root, Zy * root
+        lead = Z.shape[:-2]
+        Zf = Z.reshape(-1, *Z.shape[-2:])
+        Zyf = Zy.reshape(-1, *Zy.shape[-2:])
+        gram = np.stack([z.T @ z for z in Zf]).reshape(*lead, Z.shape[-1], Z.shape[-1])
+        cross = np.matmul(Zyf.transpose(0, 2, 1), Zf).reshape(*lead, Zy.shape[-1], Z.shape[-1])
     return torch.from_numpy(gram), torch.from_numpy(cross)
 
 

@@ -260,23 +260,28 @@ def masked_input_distance(masks: Tensor, stats: Tensor, metric: str = "cosine") 
     """
     if metric not in ("cosine", "euclidean"):
         raise ValueError(f"expected metric in ['cosine', 'euclidean'], got {metric!r}")
-    # sum_f z_f v_f for v = xx, xb, bb: a chunk of rows at a time in float64 (no float64 copy of all masks)
-    V = stats.transpose(1, 2)  # (B, F, 3)
+    # A chunk of rows at a time (float64 masks and temporaries of the chunk's size only).
+    V = stats.transpose(1, 2)  # (B, F, 3): sum_f z_f v_f for v = xx, xb, bb in one product
+    xx, xb, bb = stats.unbind(1)
     n, F = masks.shape[-2:]
     chunk = max(1, _CHUNK_ELEMENTS // max(F, 1))
-    on_xx, on_xb, on_bb = torch.cat(
-        [masks[:, i : i + chunk].to(torch.float64) @ V for i in range(0, n, chunk)] or [V.new_zeros(V.shape[0], 0, 3)],
-        dim=1,
-    ).unbind(-1)
-    xx, xb, bb = stats.unbind(1)
+    out = torch.empty(masks.shape[:-1], dtype=torch.float64, device=masks.device)
     if metric == "cosine":
-        dot = on_xx + (xb.sum(-1, keepdim=True) - on_xb)
-        pp = on_xx + (bb.sum(-1, keepdim=True) - on_bb)
+        xb_all, bb_all = xb.sum(-1, keepdim=True), bb.sum(-1, keepdim=True)
         norm_x = xx.sum(-1, keepdim=True).sqrt()
         eps = torch.finfo(torch.float64).tiny
-        return 1 - dot / (norm_x * pp.clamp_min(0).sqrt()).clamp_min(eps)
-    diff = xx - 2 * xb + bb
-    return (diff.sum(-1, keepdim=True) - (on_xx - 2 * on_xb + on_bb)).clamp_min(0).sqrt()
+    else:
+        diff = xx - 2 * xb + bb
+        diff_all = diff.sum(-1, keepdim=True)
+    for i in range(0, n, chunk):
+        on_xx, on_xb, on_bb = (masks[:, i : i + chunk].to(torch.float64) @ V).unbind(-1)
+        if metric == "cosine":
+            dot = on_xx + (xb_all - on_xb)
+            pp = on_xx + (bb_all - on_bb)
+            out[:, i : i + chunk] = 1 - dot / (norm_x * pp.clamp_min(0).sqrt()).clamp_min(eps)
+        else:
+            out[:, i : i + chunk] = (diff_all - (on_xx - 2 * on_xb + on_bb)).clamp_min(0).sqrt()
+    return out
 
 
 #: Mask entries converted to float64 at a time by the distance and kernel computations (2 MiB).

@@ -117,7 +117,8 @@ def weighted_r2(y: Tensor, pred: Tensor, sample_weight: Tensor | None = None) ->
 
 
 def finish_fit(
-    X: Tensor, y: Tensor, w: Tensor, moments: Moments, coef: Tensor, single: bool, dtype: torch.dtype
+    X: Tensor, y: Tensor, w: Tensor, moments: Moments, coef: Tensor, single: bool, dtype: torch.dtype,
+    fit_intercept: bool = True,
 ) -> SurrogateFit:
     """Intercept, weighted R^2 and local prediction for solved coefficients, from the moments.
 
@@ -133,6 +134,8 @@ def finish_fit(
         coef: ``(..., K, F)`` float64.
         single: drop the K dim from the outputs.
         dtype: dtype of the outputs.
+        fit_intercept: whether the moments were centred (R^2 is relative to the weighted mean
+            either way).
 
     Returns:
         :class:`SurrogateFit`.
@@ -140,7 +143,7 @@ def finish_fit(
     intercept = moments.y_mean - (coef * moments.x_mean.unsqueeze(-2)).sum(-1)
     gb = coef @ moments.gram  # (..., K, F): b G
     sse = (moments.yy - 2 * (coef * moments.cross).sum(-1) + (gb * coef).sum(-1)).clamp_min(0)
-    score = _r2_from(sse, y, w)
+    score = _r2_from(sse, moments, y) if fit_intercept else _r2_uncentred(sse, y, w)
     local_pred = (design(X[..., 0, :]).unsqueeze(-2) * coef).sum(-1) + intercept
     parts = (coef, intercept, score, local_pred)
     if single:
@@ -148,55 +151,74 @@ def finish_fit(
     return SurrogateFit(*(t.to(dtype) for t in parts))
 
 
-def _r2_from(sse: Tensor, y: Tensor, w: Tensor) -> Tensor:
-    """:func:`weighted_r2` from a residual sum of squares ``(..., K)`` (the same constant rules)."""
-    weight_sum = w.sum(-1).unsqueeze(-1)
-    y0 = y[..., :1, :]
-    shifted = y - y0  # exactly 0 for a constant column, whatever the order of the sums
-    mean = (w.unsqueeze(-1) * shifted).sum(-2, keepdim=True) / weight_sum.unsqueeze(-2)
-    den = (w.unsqueeze(-1) * (shifted - mean) ** 2).sum(-2)
-    scale = y.detach().abs().amax(-2)
+def _r2_from(sse: Tensor, m: Moments, y: Tensor) -> Tensor:
+    """:func:`weighted_r2` from a residual sum of squares ``(..., K)`` and the moments (the same
+    constant rules; the moments' spread of a constant column is exactly 0, shifted by row 0)."""
+    weight_sum = m.weight_sum.unsqueeze(-1)
+    den = m.yy
+    scale = torch.maximum(y.detach().amax(-2), -y.detach().amin(-2))  # max |y| without an (n, K) copy
     n = y.shape[-2]
-    constant = (shifted == 0).all(-2) | rounding_level(den.detach(), weight_sum, scale, n)
+    constant = (den == 0) | rounding_level(den.detach(), weight_sum, scale, n)
     exact = rounding_level(sse.detach(), weight_sum, scale, n)
     score = 1 - sse / torch.where(constant, torch.ones_like(den), den)
     return torch.where(constant, exact.to(score.dtype), score)
+
+
+def _r2_uncentred(sse: Tensor, y: Tensor, w: Tensor) -> Tensor:
+    """:func:`_r2_from` for moments taken without centring (``fit_intercept=False``): R^2 is
+    still relative to the weighted mean, so the spread is computed from ``y``."""
+    mean = (w.unsqueeze(-1) * y).sum(-2, keepdim=True) / w.sum(-1)[..., None, None]
+    den = (w.unsqueeze(-1) * (y - mean) ** 2).sum(-2)
+    m = Moments(None, None, den, None, None, w.sum(-1))  # only yy and weight_sum are read
+    constant_exactly = (y == y[..., :1, :]).all(-2)
+    return _r2_from(sse, m._replace(yy=torch.where(constant_exactly, torch.zeros_like(den), den)), y)
 
 
 def _out_dtype(y: Tensor) -> torch.dtype:
     return y.dtype if y.dtype.is_floating_point else torch.float32
 
 
-def _check_problem(X: Tensor, y: Tensor, w: Tensor) -> None:
+def _check_problem(X: Tensor, y: Tensor, w: Tensor, m: Moments) -> None:
     """Raise on what no weighted least-squares fit can use (one host sync when all is well).
 
     NaN or inf in the design or the targets would give NaN coefficients; negative weights
     make the problem non-convex; a problem whose weights are all zero has no data (lime
-    and scikit-learn refuse both).
+    and scikit-learn refuse both). NaN and inf are found in the moments (they reach the
+    sums whatever their weight), so the check makes no copy of the ``(..., n, F)`` design;
+    the rows are looked up only to name them.
 
     Args:
         X: ``(..., n, F)``.
         y: ``(..., n, K)``.
         w: ``(..., n)`` (broadcast as :func:`~torchlime.functional._linalg.prepare` does).
+        m: the problem's :class:`Moments`.
 
     Raises:
         ValueError: naming the argument and up to 5 places.
     """
-    bad_x = ~torch.isfinite(X).all(-1) if X.dtype.is_floating_point else torch.zeros_like(w, dtype=torch.bool)
-    bad_y = ~torch.isfinite(y).all(-1)
     bad_w = ~torch.isfinite(w) | (w < 0)
     empty = (w == 0).all(-1)
-    flags = torch.stack([bad_x.any(), bad_y.any(), bad_w.any(), empty.any()]).tolist()
+    flags = torch.stack([
+        ~torch.isfinite(m.gram).all() | ~torch.isfinite(m.x_mean).all(),
+        ~torch.isfinite(m.cross).all() | ~torch.isfinite(m.yy).all(),
+        bad_w.any(),
+        empty.any(),
+    ]).tolist()
     if not any(flags):
         return
     where = lambda bad: ", ".join(str(tuple(i)) for i in bad.nonzero().tolist()[:5])  # noqa: E731
     lead = "(problem..., sample)" if w.dim() > 1 else "sample"
-    if flags[0]:
-        raise ValueError(f"expected finite X, got NaN or inf in the rows at {lead} {where(bad_x)}")
-    if flags[1]:
-        raise ValueError(f"expected finite y, got NaN or inf at {lead} {where(bad_y)}")
     if flags[2]:
         raise ValueError(f"expected finite, non-negative sample_weight, got bad ones at {lead} {where(bad_w)}")
+    bad_x = ~torch.isfinite(X).all(-1) if X.dtype.is_floating_point else torch.zeros_like(w, dtype=torch.bool)
+    if bool(bad_x.any()):
+        raise ValueError(f"expected finite X, got NaN or inf in the rows at {lead} {where(bad_x)}")
+    bad_y = ~torch.isfinite(y).all(-1)
+    if bool(bad_y.any()):
+        raise ValueError(f"expected finite y, got NaN or inf at {lead} {where(bad_y)}")
+    if flags[0] or flags[1]:
+        raise ValueError("expected X and y whose weighted sums of squares are finite, got an overflow to inf "
+                         "(rescale the data)")
     problems = [tuple(i) for i in empty.nonzero().tolist()[:5]] if empty.dim() else "the problem"
     raise ValueError(f"expected sample_weight with a positive entry in every problem, got all zeros for {problems}")
 
@@ -242,11 +264,11 @@ def ridge(
         raise ValueError(f"expected alpha >= 0, got {alpha}")
     dtype = _out_dtype(y)
     X, y, w, single = _prepare(X, y, sample_weight)
-    if not sync_free:
-        _check_problem(X, y, w)
     m = _moments(X, y, w, fit_intercept)
+    if not sync_free:
+        _check_problem(X, y, w, m)
     coef = _solve(m.gram, m.cross, float(alpha), active)
-    return finish_fit(X, y, w, m, coef, single, dtype)
+    return finish_fit(X, y, w, m, coef, single, dtype, fit_intercept)
 
 
 def linear_regression(
@@ -280,9 +302,9 @@ def linear_regression(
     """
     dtype = _out_dtype(y)
     X, y, w, single = _prepare(X, y, sample_weight)
-    if not sync_free:
-        _check_problem(X, y, w)
     m = _moments(X, y, w, fit_intercept)
+    if not sync_free:
+        _check_problem(X, y, w, m)
     if warn_singular:
         rank = torch.linalg.matrix_rank(m.gram, hermitian=True)
         if bool((rank < m.gram.shape[-1]).any()):
@@ -293,7 +315,7 @@ def linear_regression(
                 stacklevel=2,
             )
     coef = _solve(m.gram, m.cross, 0.0, None, sync_free=sync_free)
-    return finish_fit(X, y, w, m, coef, single, dtype)
+    return finish_fit(X, y, w, m, coef, single, dtype, fit_intercept)
 
 
 def _soft(x: Tensor, t: Tensor | float) -> Tensor:
@@ -358,14 +380,14 @@ def lasso(
         raise ValueError(f"expected max_iter >= 1, got {max_iter}")
     dtype = _out_dtype(y)
     X, y, w, single = _prepare(X, y, sample_weight)
-    if not sync_free:
-        _check_problem(X, y, w)
     m = _moments(X, y, w, fit_intercept)
+    if not sync_free:
+        _check_problem(X, y, w, m)
     scale = m.weight_sum.clamp_min(torch.finfo(torch.float64).tiny)
     gram = m.gram / scale[..., None, None]
     cross = m.cross / scale[..., None, None]
     coef = _lasso_solve(gram, cross, float(alpha), max_iter, tol, sync_free)
-    return finish_fit(X, y, w, m, coef, single, dtype)
+    return finish_fit(X, y, w, m, coef, single, dtype, fit_intercept)
 
 
 def _lasso_solve(
