@@ -182,16 +182,20 @@ def _sized_draws(
     """``rows`` coalitions: a size from ``size_probs`` (over 0..F-1), then that many features uniformly."""
     if num_features == 1:
         return torch.ones(rows, 1, device=device, dtype=dtype)
-    probs = size_probs.to(device=device, dtype=torch.float32).expand(max(rows, 1), -1)
-    sizes = torch.multinomial(probs, 1, replacement=True, generator=generator)[:rows]
+    probs = size_probs.to(device=device, dtype=torch.float32)
+    # every row has the same size distribution: one draw of `rows` sizes (one row of `rows`
+    # samples costs what one sample of a row costs; 1000 rows of one sample each took 5 ms)
+    sizes = torch.multinomial(probs, max(rows, 1), replacement=True, generator=generator)[:rows].unsqueeze(-1)
     noise = torch.randn(rows, num_features, device=device, generator=generator)
     return _top_k(noise, sizes).to(dtype)
 
 
 def _top_k(scores: Tensor, sizes: Tensor) -> Tensor:
     """Bool ``(rows, F)``: the ``sizes`` (``(rows, 1)``) largest scores of every row."""
-    rank = scores.argsort(dim=-1, descending=True).argsort(dim=-1)
-    return rank < sizes
+    # one sort; the inverse permutation is a scatter, not a second sort
+    order = scores.argsort(dim=-1, descending=True)
+    kept = torch.arange(scores.shape[-1], device=scores.device) < sizes  # (rows, F): the first `size` places
+    return torch.empty_like(kept).scatter_(-1, order, kept)
 
 
 def kernel_shap_masks(
