@@ -201,6 +201,17 @@ def _pairwise_mean(values: Tensor, fn: Callable[[Tensor, Tensor], Tensor]) -> fl
     return finite_or_none(float(fn(values[i], values[j]).to(torch.float64).nanmean()))
 
 
+def _over_seeds(fn: Any, n: int, seeds: Any) -> tuple[Tensor, list[Tensor]]:
+    """``fn(n, seed) -> (coef, stderr or None)`` over the seeds: ``(seeds, F)`` estimates and the errors given."""
+    est, ses = [], []
+    for seed in seeds:
+        coef, se = fn(n, seed)
+        est.append(coef)
+        if se is not None:
+            ses.append(se)
+    return torch.stack(est), ses
+
+
 def _stability(coefs: Tensor, limit: Tensor | None) -> dict[str, Any]:
     """Error to the limit and agreement between seeds of ``(seeds, F)`` weight vectors."""
     from torchlime.functional import spearman, topk_jaccard
@@ -335,13 +346,7 @@ def run_kernel_shap(ctx: Context, sizes: Sequence[int], ns: Sequence[int], seeds
             for method, fn in methods.items():
                 t0 = time.perf_counter()
                 for n in grid:
-                    est, ses = [], []
-                    for seed in seeds:
-                        coef, se = fn(n, seed)
-                        est.append(coef)
-                        if se is not None:
-                            ses.append(se)
-                    est_t = torch.stack(est)
+                    est_t, ses = _over_seeds(fn, n, seeds)
                     sq = (est_t - phi).pow(2).mean(-1)  # (seeds,)
                     row = {"F": F, "model": model_name, "method": method, "n_samples": n,
                            "mse": float(sq.mean()), "mse_median": float(sq.median()),
@@ -438,13 +443,7 @@ def run_lime_tabular(ctx: Context, F: int, ns: Sequence[int], seeds: Sequence[in
             for n in [*ns, *(iid_extra_n if method == "torchlime_iid" else [])]:
                 if method == "captum" and n > captum_max_n:
                     continue
-                est, ses = [], []
-                for seed in seeds:
-                    coef, se = fn(n, seed)
-                    est.append(coef)
-                    if se is not None:
-                        ses.append(se)
-                est_t = torch.stack(est)
+                est_t, ses = _over_seeds(fn, n, seeds)
                 point = {"n_samples": n, **_stability(est_t, limit)}
                 if ses:
                     hits, count = _coverage(est_t, torch.stack(ses), limit)
