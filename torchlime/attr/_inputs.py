@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["check_inputs", "check_forward_output"]
+__all__ = ["check_inputs", "check_broadcasts_to", "check_forward_output"]
 
 
 def check_inputs(inputs: tuple[Tensor, ...], baselines: tuple[Any, ...], feature_mask: Any) -> None:
@@ -57,18 +57,27 @@ def check_inputs(inputs: tuple[Tensor, ...], baselines: tuple[Any, ...], feature
         if isinstance(b, Tensor):
             if b.is_complex():
                 raise TypeError(f"expected real {name}, got {b.dtype}")
-            try:
-                shape = torch.broadcast_shapes(b.shape, x.shape)
-            except RuntimeError:
-                shape = None
-            if shape != x.shape:
-                raise ValueError(
-                    f"expected {name} to broadcast to its input of shape {tuple(x.shape)}, got shape {tuple(b.shape)}"
-                )
+            check_broadcasts_to(b, x, name)
         elif not isinstance(b, (int, float)) or isinstance(b, bool):
             raise TypeError(f"expected {name} as a tensor or a number, got {type(b).__name__}")
     if feature_mask is not None and not isinstance(feature_mask, (Tensor, tuple)):
         raise TypeError(f"expected feature_mask as a tensor or a tuple of tensors (one per input), got {type(feature_mask).__name__}")
+
+
+def check_broadcasts_to(t: Tensor, x: Tensor, name: str) -> None:
+    """Raise unless ``t`` broadcasts to ``x``'s shape exactly (a baseline or a feature mask to its input).
+
+    Raises:
+        ValueError: naming ``name``, the input's shape and ``t``'s.
+    """
+    try:
+        shape = torch.broadcast_shapes(t.shape, x.shape)
+    except RuntimeError:
+        shape = None
+    if shape != x.shape:
+        raise ValueError(
+            f"expected {name} to broadcast to its input of shape {tuple(x.shape)}, got shape {tuple(t.shape)}"
+        )
 
 
 def check_forward_output(out: Any) -> Tensor:

@@ -35,7 +35,7 @@ from .._captum import (
     lime_attribute_kwargs,
     select_example,
 )
-from ._inputs import check_inputs
+from ._inputs import check_broadcasts_to, check_inputs
 from ._lime_base import LimeBase, _check_n_samples, call_forward
 
 __all__ = ["Lime", "KernelShap", "get_exp_kernel_similarity_function", "construct_feature_mask"]
@@ -69,15 +69,7 @@ def construct_feature_mask(
         if not isinstance(mask, Tensor) or mask.dtype.is_floating_point or mask.dtype == torch.bool:
             got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
             raise TypeError(f"expected feature_mask[{j}] to be an integer tensor, got {got}")
-        try:
-            shape = torch.broadcast_shapes(mask.shape, inp.shape)
-        except RuntimeError:
-            shape = None
-        if shape != inp.shape:
-            raise ValueError(
-                f"expected feature_mask[{j}] to broadcast to its input of shape {tuple(inp.shape)}, "
-                f"got shape {tuple(mask.shape)}"
-            )
+        check_broadcasts_to(mask, inp, f"feature_mask[{j}]")
     ids = torch.cat([m.reshape(-1) for m in masks if m.numel()]).unique()
     low = int(ids.min())
     if low != 0:
