@@ -20,7 +20,7 @@ from torch import Tensor
 __all__ = [
     "Moments",
     "prepare",
-    "design",
+    "row_block",
     "moments",
     "masked_system",
     "spd_solve",
@@ -93,17 +93,22 @@ def prepare(X: Tensor, y: Tensor, sample_weight: Tensor | None) -> tuple[Tensor,
     return X, y, w, single
 
 
-def design(X: Tensor) -> Tensor:
-    """``X`` as float64 (a chunk of masks, or row 0)."""
-    return X if X.dtype == torch.float64 else X.to(torch.float64)
-
-
 # Rows of a problem are taken a chunk at a time: the float64 copy of a chunk of X stays in
 # the CPU's cache while it is shifted, scaled and multiplied (32 neighbourhoods of 5000 x 50:
 # half the time of one pass over the whole batch), and a fit never holds a float64 copy of
 # all n rows (10^7 masks of 8 features: 640 MB, for moments of 8 x 8).
 _CPU_BLOCK_BYTES = 2 << 20
 _DEVICE_BLOCK_BYTES = 256 << 20
+
+
+def row_block(X: Tensor) -> int:
+    """Rows of ``X (..., n, F)`` to convert to float64 at a time: 2 MiB of them on a CPU (the
+    cache), 256 MiB on an accelerator (few kernel launches), all of them under ``torch.compile``."""
+    n = X.shape[-2]
+    if torch.compiler.is_compiling():
+        return max(n, 1)
+    budget = _CPU_BLOCK_BYTES if _eager_cpu(X) else _DEVICE_BLOCK_BYTES
+    return max(1, min(n, budget // max(1, X[..., :1, :].numel() * 8)))
 
 
 def moments(X: Tensor, y: Tensor, w: Tensor, fit_intercept: bool) -> Moments:
@@ -123,15 +128,13 @@ def moments(X: Tensor, y: Tensor, w: Tensor, fit_intercept: bool) -> Moments:
     K = y.shape[-1]
     lead = y.shape[:-2]
     f64 = torch.float64
-    per_row = max(1, X[..., :1, :].numel() * 8)
-    budget = _CPU_BLOCK_BYTES if _eager_cpu(X) else _DEVICE_BLOCK_BYTES
-    chunk = n if torch.compiler.is_compiling() else max(1, min(n, budget // per_row))
+    chunk = row_block(X)
     weight_sum = w.sum(-1)
-    x0 = design(X[..., :1, :]) if fit_intercept else None
+    x0 = X[..., :1, :].to(f64) if fit_intercept else None
     y0 = y[..., :1, :] if fit_intercept else None
     gram = cross = yy = sx = sy = None
     for start in range(0, n, chunk):
-        xs = design(X[..., start : start + chunk, :])
+        xs = X[..., start : start + chunk, :].to(f64)
         ys = y[..., start : start + chunk, :]
         ws = w[..., start : start + chunk]
         if fit_intercept:

@@ -10,6 +10,8 @@ import math
 import torch
 from torch import Tensor
 
+from ._linalg import row_block
+
 __all__ = [
     "cosine_distance",
     "euclidean_distance",
@@ -260,11 +262,11 @@ def masked_input_distance(masks: Tensor, stats: Tensor, metric: str = "cosine") 
     """
     if metric not in ("cosine", "euclidean"):
         raise ValueError(f"expected metric in ['cosine', 'euclidean'], got {metric!r}")
-    # A chunk of rows at a time (float64 masks and temporaries of the chunk's size only).
+    # A block of rows at a time (float64 masks and temporaries of the block's size only).
     V = stats.transpose(1, 2)  # (B, F, 3): sum_f z_f v_f for v = xx, xb, bb in one product
     xx, xb, bb = stats.unbind(1)
-    n, F = masks.shape[-2:]
-    chunk = max(1, _CHUNK_ELEMENTS // max(F, 1))
+    n = masks.shape[-2]
+    chunk = row_block(masks)
     out = torch.empty(masks.shape[:-1], dtype=torch.float64, device=masks.device)
     if metric == "cosine":
         xb_all, bb_all = xb.sum(-1, keepdim=True), bb.sum(-1, keepdim=True)
@@ -282,7 +284,3 @@ def masked_input_distance(masks: Tensor, stats: Tensor, metric: str = "cosine") 
         else:
             out[:, i : i + chunk] = (diff_all - (on_xx - 2 * on_xb + on_bb)).clamp_min(0).sqrt()
     return out
-
-
-#: Mask entries converted to float64 at a time by the distance and kernel computations (2 MiB).
-_CHUNK_ELEMENTS = 1 << 18

@@ -119,10 +119,9 @@ def _lime_moments(X: Tensor, y: Tensor, w: Tensor) -> Moments:
     rounding residue (~1e-31 cross moments) must not rank features here either.
     """
     m = moments(X, y, w, True)
-    # Exactly equal values are constant whatever order the mean was summed in (one BLAS
-    # thread sums sequentially, with an error growing like n, not log n); else the bound.
-    constant = (y == y[..., :1, :]).all(-2) | rounding_level(m.yy, m.weight_sum.unsqueeze(-1), y.abs().amax(-2),
-                                                             y.shape[-2])
+    # Exactly equal values have a spread of exactly 0 (the moments are shifted by row 0, so
+    # their deviations are exact zeros in any summation order); else the rounding bound.
+    constant = (m.yy == 0) | rounding_level(m.yy, m.weight_sum.unsqueeze(-1), y.abs().amax(-2), y.shape[-2])
     return m._replace(
         cross=m.cross.masked_fill(constant.unsqueeze(-1), 0.0), yy=m.yy.masked_fill(constant, 0.0)
     )

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from ._linalg import Moments, design, rounding_level
+from ._linalg import Moments, rounding_level
 from ._linalg import cholesky_solve as _cholesky_solve
 from ._linalg import masked_system as _masked_system
 from ._linalg import moments as _moments
@@ -108,11 +108,18 @@ def weighted_r2(y: Tensor, pred: Tensor, sample_weight: Tensor | None = None) ->
     mean = (w * y).sum(-2, keepdim=True) / weight_sum.unsqueeze(-2)
     num = (w * (y - pred) ** 2).sum(-2)
     den = (w * (y - mean) ** 2).sum(-2)
-    scale = y.detach().abs().amax(-2)
+    return _r2_score(num, den, (y == y[..., :1, :]).all(-2), weight_sum, y)
+
+
+def _r2_score(sse: Tensor, den: Tensor, exactly_constant: Tensor, weight_sum: Tensor, y: Tensor) -> Tensor:
+    """``1 - sse / den`` per column ``(..., K)``, with scikit-learn's rule for a constant target
+    (1.0 when predicted exactly, else 0.0); "constant" and "exactly" allow for rounding
+    (:func:`~torchlime.functional._linalg.rounding_level` relative to the column's largest |y|)."""
+    scale = torch.maximum(y.detach().amax(-2), -y.detach().amin(-2))  # max |y| without an (n, K) copy
     n = y.shape[-2]
-    constant = (y == y[..., :1, :]).all(-2) | rounding_level(den.detach(), weight_sum, scale, n)
-    exact = rounding_level(num.detach(), weight_sum, scale, n)
-    score = 1 - num / torch.where(constant, torch.ones_like(den), den)
+    constant = exactly_constant | rounding_level(den.detach(), weight_sum, scale, n)
+    exact = rounding_level(sse.detach(), weight_sum, scale, n)
+    score = 1 - sse / torch.where(constant, torch.ones_like(den), den)
     return torch.where(constant, exact.to(score.dtype), score)
 
 
@@ -143,35 +150,17 @@ def finish_fit(
     intercept = moments.y_mean - (coef * moments.x_mean.unsqueeze(-2)).sum(-1)
     gb = coef @ moments.gram  # (..., K, F): b G
     sse = (moments.yy - 2 * (coef * moments.cross).sum(-1) + (gb * coef).sum(-1)).clamp_min(0)
-    score = _r2_from(sse, moments, y) if fit_intercept else _r2_uncentred(sse, y, w)
-    local_pred = (design(X[..., 0, :]).unsqueeze(-2) * coef).sum(-1) + intercept
+    if fit_intercept:  # the centred moments hold the spread; shifted by row 0, a constant column's is exactly 0
+        den, exactly_constant = moments.yy, moments.yy == 0
+    else:  # R^2 is about the weighted mean even without an intercept
+        mean = (w.unsqueeze(-1) * y).sum(-2, keepdim=True) / w.sum(-1)[..., None, None]
+        den, exactly_constant = (w.unsqueeze(-1) * (y - mean) ** 2).sum(-2), (y == y[..., :1, :]).all(-2)
+    score = _r2_score(sse, den, exactly_constant, moments.weight_sum.unsqueeze(-1), y)
+    local_pred = (X[..., 0, :].to(torch.float64).unsqueeze(-2) * coef).sum(-1) + intercept
     parts = (coef, intercept, score, local_pred)
     if single:
         parts = tuple(t.squeeze(-2) if t is coef else t.squeeze(-1) for t in parts)
     return SurrogateFit(*(t.to(dtype) for t in parts))
-
-
-def _r2_from(sse: Tensor, m: Moments, y: Tensor) -> Tensor:
-    """:func:`weighted_r2` from a residual sum of squares ``(..., K)`` and the moments (the same
-    constant rules; the moments' spread of a constant column is exactly 0, shifted by row 0)."""
-    weight_sum = m.weight_sum.unsqueeze(-1)
-    den = m.yy
-    scale = torch.maximum(y.detach().amax(-2), -y.detach().amin(-2))  # max |y| without an (n, K) copy
-    n = y.shape[-2]
-    constant = (den == 0) | rounding_level(den.detach(), weight_sum, scale, n)
-    exact = rounding_level(sse.detach(), weight_sum, scale, n)
-    score = 1 - sse / torch.where(constant, torch.ones_like(den), den)
-    return torch.where(constant, exact.to(score.dtype), score)
-
-
-def _r2_uncentred(sse: Tensor, y: Tensor, w: Tensor) -> Tensor:
-    """:func:`_r2_from` for moments taken without centring (``fit_intercept=False``): R^2 is
-    still relative to the weighted mean, so the spread is computed from ``y``."""
-    mean = (w.unsqueeze(-1) * y).sum(-2, keepdim=True) / w.sum(-1)[..., None, None]
-    den = (w.unsqueeze(-1) * (y - mean) ** 2).sum(-2)
-    m = Moments(None, None, den, None, None, w.sum(-1))  # only yy and weight_sum are read
-    constant_exactly = (y == y[..., :1, :]).all(-2)
-    return _r2_from(sse, m._replace(yy=torch.where(constant_exactly, torch.zeros_like(den), den)), y)
 
 
 def _out_dtype(y: Tensor) -> torch.dtype:
