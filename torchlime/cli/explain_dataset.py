@@ -14,11 +14,12 @@ surrogate, its samples (how many or the automatic budget, and the sampler), the 
 the targets; not the device or how forward calls are batched), which each song's JSON
 records with their fingerprint: a folder holding songs made with other settings is
 refused, naming the settings and the file, unless ``--overwrite`` asks to explain those
-songs again. A song written before the sampler was recorded counts as drawn iid (it
-was). A song that fails (a NaN from the model, a file that cannot be read) is listed at
-the end (exit status 1) and the others go on; a group of ``--songs-per-batch`` songs that
-fails is explained again song by song, so only the failing song fails. A file that cannot be written (a read-only folder, a full disk) stops
-the run with one line; the explanations already written stay, and a rerun resumes.
+songs again. A song written before the sampler was recorded counts as drawn iid (it was).
+A song that fails (a NaN from the model, a file that cannot be read) is listed at the end
+(exit status 1) and the others go on; a group of ``--songs-per-batch`` songs that fails is
+explained again song by song, so only the failing song fails. A file that cannot be
+written (a read-only folder, a full disk) stops the run with one line; the explanations
+already written stay, and a rerun resumes.
 """
 
 from __future__ import annotations
