@@ -471,7 +471,8 @@ class Lime(LimeBase, CaptumLime):
         try:
             fit = LimeBase.attribute(
                 self, inputs, target, additional_forward_args, n_samples, perturbations_per_eval,
-                show_progress, return_fit=True, _stderr=extras["return_fit"], **extras_without_fit(extras), **kwargs,
+                show_progress, return_fit=True, _stderr=extras["return_fit"], **extras_without_fit(extras),
+                **kwargs,
             )
         finally:
             self._stats = None
