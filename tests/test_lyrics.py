@@ -594,3 +594,45 @@ def test_exact_path_tokenizes_long_batches_in_groups(saved_tokenizers, monkeypat
     counting.calls.clear()
     assert_same_as_tokenizer(f, tok, f.texts(masks), masks, max_length, padding)
     assert len(counting.calls) > 3 and max(counting.calls) <= 300 + len(f.base_text)
+
+
+def test_the_check_is_remembered_per_tokenizer_lyrics_and_settings(loaded):
+    """A song set up again skips the check's tokenizer calls; a different setting, a changed
+    padding side or an added token checks anew, and every path still equals the tokenizer."""
+    lyrics = "\n".join(CORPUS[:6])
+    tok = CountingTokenizer(loaded["wordpiece"])
+    masks = random_masks(6, n=16, seed=3)
+    first = LyricsFactorization(lyrics, tok, max_length=24)
+    assert first.fast and len(tok.calls) == 3
+    again = LyricsFactorization(lyrics, tok, max_length=24)
+    assert again.fast and len(tok.calls) == 3  # no tokenizer call: the check was remembered
+    assert_same_as_tokenizer(again, tok.tok, again.texts(masks), masks, 24, "longest")
+    LyricsFactorization(lyrics, tok, max_length=16)  # another max_length: checked
+    assert len(tok.calls) == 6
+    LyricsFactorization(lyrics + "\nand one more line", tok, max_length=24)  # other lyrics: checked
+    assert len(tok.calls) == 9
+    tok.tok.padding_side = "left"
+    try:
+        left = LyricsFactorization(lyrics, tok, max_length=24)  # the padding side changed: checked
+        assert len(tok.calls) == 12
+        assert_same_as_tokenizer(left, tok.tok, left.texts(masks), masks, 24, "longest")
+    finally:
+        tok.tok.padding_side = "right"
+    # a tokenizer of its own (a token added changes the vocabulary size): checked
+    grown = CountingTokenizer(bert_tokenizer())
+    LyricsFactorization(lyrics, grown, max_length=24)
+    grown.tok.add_tokens(["zzyzx"])
+    LyricsFactorization(lyrics, grown, max_length=24)
+    assert len(grown.calls) == 6
+
+
+def test_a_remembered_failure_gives_the_same_reason():
+    tok = CountingTokenizer(merging_unigram_tokenizer())
+    f = LyricsFactorization("x\ny\nz", tok)
+    calls = len(tok.calls)
+    g = LyricsFactorization("x\ny\nz", tok)
+    assert len(tok.calls) == calls
+    assert not g.fast and g.exact_reason == f.exact_reason
+    assert g.exact_reason.startswith("re-tokenizing a perturbed text gives tokens the original does not")
+    with pytest.raises(ValueError, match="expected a tokenizer the fast path is exact for"):
+        LyricsFactorization("x\ny\nz", tok, exact=False)

@@ -75,6 +75,15 @@ def test_errors():
         StemFactorization(torch.zeros(4, 1, 100), sample_rate=8000)
     with pytest.raises(ValueError, match="expected finite stems, got NaN or inf"):
         StemFactorization(torch.full((4, 1, 100), float("nan")), sample_rate=8000)
+    # one bad value among sound (the check is a single min/max pass: NaN and +-inf all show)
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        stems = torch.randn(4, 2, 100)
+        stems[2, 1, 57] = bad
+        with pytest.raises(ValueError, match="expected finite stems, got NaN or inf"):
+            StemFactorization(stems, sample_rate=8000)
+    quiet = torch.zeros(4, 1, 100)
+    quiet[3, 0, 99] = -1e-6  # one sample of sound is not silence
+    assert StemFactorization(quiet, sample_rate=8000).stems.shape == (4, 1, 100)
     with pytest.raises(ValueError, match="expected audio of at least 10 samples .* got 5"):
         StemFactorization(torch.randn(4, 1, 5), sample_rate=8000)
     with pytest.raises(ValueError, match=r"expected stems of shape \(S, C, T\) or \(S, T\)"):

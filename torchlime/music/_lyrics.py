@@ -6,6 +6,8 @@ Shape glossary: n perturbation samples, L lyric units, Q tokens.
 from __future__ import annotations
 
 import re
+import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from itertools import compress
 from typing import Any
@@ -28,6 +30,11 @@ _MAX_SINGLE_CHECKS = 128
 _RANDOM_DENSITIES = (0.2, 0.5, 0.8)
 # Characters of text per tokenizer call in the exact path (about 60 MB of tokenizer state).
 _TOKENIZE_CHARS = 1 << 20
+# The fast path's checked tables (or why it is not exact), per tokenizer (held weakly) and per
+# lyrics and settings, the last _FAST_CACHE_SIZE of each tokenizer: a song set up again (another
+# explanation, its evaluation, a resumed run) skips the tokenizer calls of the check.
+_FAST_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_FAST_CACHE_SIZE = 64
 
 
 def _is_annotation(line: str) -> bool:
@@ -134,7 +141,11 @@ class LyricsFactorization:
     of them. Those texts add up to about 6.5 times the lyrics, tokenized in three batched
     calls, so the check costs a few tokenizations of the song and grows linearly with the
     lyrics (a few milliseconds for a 40-line song; a 10,000-line text takes seconds, not
-    minutes). The reason the fast path was not taken is in ``exact_reason``.
+    minutes). The outcome is remembered per tokenizer object, lyrics and settings (the last
+    64 of each tokenizer; a change to the tokenizer's padding or truncation side, pad token or
+    vocabulary checks anew), so the same song set up again (another explanation, its
+    evaluation) skips the tokenizer calls. The reason the fast path was not taken is in
+    ``exact_reason``.
 
     Which combinations are fast (checked by the tests):
 
@@ -319,7 +330,7 @@ class LyricsFactorization:
         if exact:
             self.exact_reason = "exact=True was requested"
             return
-        reason = self._build_fast()
+        reason = self._cached_build_fast()
         if reason is not None:
             self._cpu_buffers = None
             if exact is False:
@@ -464,6 +475,37 @@ class LyricsFactorization:
     def _ids(self, texts: Sequence[str], add_special_tokens: bool) -> list[list[int]]:
         return [list(ids) for ids in self.tokenizer(list(texts), add_special_tokens=add_special_tokens)["input_ids"]]
 
+    def _cached_build_fast(self) -> str | None:
+        """:meth:`_build_fast`, remembered per tokenizer, lyrics and settings.
+
+        The key holds what the check depends on: the text and its unit, ``max_length`` and
+        ``padding``, and the tokenizer's padding and truncation sides, pad id, special tokens
+        and vocabulary size (a token added to the tokenizer, or a side changed, checks anew).
+        A tokenizer that cannot be held weakly or hashed is checked every time.
+        """
+        tok = self.tokenizer
+        size = getattr(tok, "__len__", None)  # through a proxy's __getattr__ too
+        key = (
+            self.base_text, self.unit, self.max_length, self.padding, getattr(tok, "padding_side", None),
+            getattr(tok, "truncation_side", None), int(tok.pad_token_id), self._num_special,
+            size() if callable(size) else None,
+        )
+        try:
+            entries = _FAST_CACHE.get(tok)
+        except TypeError:  # not weakly referable or not hashable
+            return self._build_fast()
+        if entries is not None and key in entries:
+            entries.move_to_end(key)
+            reason, self._cpu_buffers = entries[key]
+            return reason
+        reason = self._build_fast()
+        if entries is None:
+            entries = _FAST_CACHE.setdefault(tok, OrderedDict())
+        entries[key] = (reason, self._cpu_buffers)
+        if len(entries) > _FAST_CACHE_SIZE:
+            entries.popitem(last=False)
+        return reason
+
     def _build_fast(self) -> str | None:
         """Tokenize the pieces once and check the fast path; None when it is exact, else why not.
 
@@ -569,9 +611,12 @@ class LyricsFactorization:
             if not len(rows):
                 continue
             ids, attention = self._compose_fast(masks[rows], None, None, "longest", buffers)
-            for row, got, kept in zip(rows.tolist(), ids, attention.bool()):
-                if got[kept].tolist() != want[row]:
+            kept = attention.bool()
+            flat, start = ids[kept].tolist(), 0  # every row's kept tokens, row after row: one read
+            for row, length in zip(rows.tolist(), kept.sum(1).tolist()):
+                if flat[start : start + length] != want[row]:
                     return differ(row, None, "longest")
+                start += length
         # Padding (its side and id) and truncation (its side), as the tokenizer does them,
         # on all units (the longest text), none and a unit alone (rows of different lengths).
         rows = torch.tensor([0, 1, len(masks) - 1])

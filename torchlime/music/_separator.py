@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._checks import finite_range
+
 __all__ = ["OpenUnmixSeparator", "PUBLISHED_MODELS", "save_separator"]
 
 #: The published Open-Unmix models and the targets each one was trained for.
@@ -382,7 +384,7 @@ class OpenUnmixSeparator:
             )
 
         x = batch.to(device=self.device, dtype=torch.float32)
-        if not torch.isfinite(x).all():
+        if finite_range(x) is None:
             raise ValueError("expected finite audio, got NaN or inf")
         with torch.no_grad(), _progress(self.module, show_progress, desc):
             if in_rate != model_rate:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._checks import check_int
+from .._checks import check_int, finite_range
 from ..functional.audio import pcm_to_float
 from ..functional.segments import (
     check_boundaries,
@@ -86,9 +86,10 @@ class StemFactorization:
         S, C, T = stems.shape
         if T < 2:
             raise ValueError(f"expected audio of at least 2 samples, got stems of shape {tuple(stems.shape)}")
-        if not torch.isfinite(stems).all():
+        span = finite_range(stems)
+        if span is None:
             raise ValueError("expected finite stems, got NaN or inf in the audio")
-        if not (stems != 0).any():
+        if span == (0.0, 0.0):
             raise ValueError("expected audio with sound in it, got silent (all-zero) stems")
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
             raise ValueError(f"expected a positive integer sample_rate, got {sample_rate!r}")
