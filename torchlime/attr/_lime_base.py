@@ -94,8 +94,10 @@ class LimeBase(CaptumLimeBase):
       coefficients (needs a model with ``supports_differentiable``);
     - ``return_fit``: return the :class:`~torchlime.functional.SurrogateFit` (coefficients,
       intercept, weighted R^2, local prediction) instead of the coefficients;
-    - ``validate``: check outputs and weights for NaN/inf/all-zero (one host sync at the
-      end of sampling; default True).
+    - ``validate``: check outputs, kernel weights and masks for NaN/inf/negative/all-zero
+      (:func:`~torchlime.functional.engine.check_explained`: one host sync at the end of
+      sampling, the call's only input check, since torchlime's models are told not to
+      check again; default True).
 
     Example:
         >>> import torch
@@ -347,7 +349,7 @@ class LimeBase(CaptumLimeBase):
             result = explain_masks(
                 self.forward_func, transform, Z3,
                 lambda X, y, w: fit_model(self.interpretable_model, X, y, w, differentiable=differentiable,
-                                          stderr=stderr, cluster=cluster),
+                                          stderr=stderr, cluster=cluster, checked=validate),
                 sample_weight=sample_weight, chunk_weight=None if sample_weight is not None else chunk_weight,
                 target=target, perturbations_per_eval=perturbations_per_eval, validate=validate,
                 progress=progress.update,
@@ -413,7 +415,7 @@ class LimeBase(CaptumLimeBase):
 
         def fit(X: Tensor, y: Tensor, w: Tensor, members: list[int], cluster: Any) -> SurrogateFit:
             return fit_model(self.interpretable_model, X, y, w, differentiable=differentiable, stderr=True,
-                             cluster=cluster)
+                             cluster=cluster, checked=validate)
 
         progress = _progress(show_progress, None, self._progress_name())
         try:
