@@ -290,12 +290,7 @@ def linear_regression(
             Cholesky; equal to the default pseudo-inverse to about 1e-9 relative on
             well-posed problems). The default, ``torch.linalg.pinv``, asks the host for
             its error code on CUDA. It also skips the input checks (as :func:`ridge`).
-        checked: the caller has checked ``X``, ``y`` and ``sample_weight`` already (finite
-            X and y, finite non-negative weights with a positive one per problem: the
-            explainers' ``validate``, :func:`~torchlime.functional.engine.check_explained`):
-            skip the input check and its host sync. An overflow of the float64 sums of
-            finite data (values beyond about 1e150) then gives non-finite coefficients
-            instead of an error.
+        checked: the inputs were checked already: no input check (see :func:`ridge`).
 
     Returns:
         :class:`SurrogateFit`.
@@ -370,12 +365,7 @@ def lasso(
             step from Gershgorin's bound on the largest eigenvalue (``eigvalsh`` syncs on
             CUDA for its error code), so it may need more iterations; and no input
             checks (as :func:`ridge`).
-        checked: the caller has checked ``X``, ``y`` and ``sample_weight`` already (finite
-            X and y, finite non-negative weights with a positive one per problem: the
-            explainers' ``validate``, :func:`~torchlime.functional.engine.check_explained`):
-            skip the input check and its host sync. An overflow of the float64 sums of
-            finite data (values beyond about 1e150) then gives non-finite coefficients
-            instead of an error.
+        checked: the inputs were checked already: no input check (see :func:`ridge`).
 
     Returns:
         :class:`SurrogateFit`.
