@@ -469,10 +469,10 @@ class Lime(LimeBase, CaptumLime):
         if isinstance(self.from_interp_rep_transform, _MaskTransform):
             self.from_interp_rep_transform.hold()
         try:
-            fit = LimeBase.attribute(
-                self, inputs, target, additional_forward_args, n_samples, perturbations_per_eval,
-                show_progress, return_fit=True, _stderr=extras["return_fit"], **extras_without_fit(extras),
-                **kwargs,
+            # The fit, to read its coefficients; its standard errors only if the caller wants the fit.
+            fit = self._attribute(
+                inputs, target, additional_forward_args, n_samples, perturbations_per_eval, show_progress,
+                dict(return_fit=True, **extras_without_fit(extras), **kwargs), stderr=extras["return_fit"],
             )
         finally:
             self._stats = None

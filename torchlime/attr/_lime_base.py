@@ -94,8 +94,14 @@ class LimeBase(CaptumLimeBase):
       coefficients (needs a model with ``supports_differentiable``);
     - ``return_fit``: return the :class:`~torchlime.functional.SurrogateFit` (coefficients,
       intercept, weighted R^2, local prediction) instead of the coefficients;
-    - ``validate``: check outputs and weights for NaN/inf/all-zero (one host sync at the
-      end of sampling; default True).
+    - ``n_samples="auto"``, ``tol`` (default 0.05) and ``max_samples`` (default 10000):
+      sample in rounds of ``perturbations_per_eval`` until every coefficient's standard
+      error is at most ``tol`` times the explanation's largest |weight|, or
+      ``max_samples`` are drawn (see :class:`torchlime.functional.engine.Budget`);
+    - ``validate``: check outputs, kernel weights and masks for NaN/inf/negative/all-zero
+      (:func:`~torchlime.functional.engine.check_explained`: one host sync at the end of
+      sampling, the call's only input check, since torchlime's models are told not to
+      check again; default True).
 
     Example:
         >>> import torch
@@ -163,10 +169,31 @@ class LimeBase(CaptumLimeBase):
     ) -> Any:
         """Fit the surrogate around ``inputs``; see ``captum.attr.LimeBase.attribute``.
 
+        The keyword arguments are Captum's (passed on to the callables), and the extras
+        listed in the class docstring (``generator``, ``sampler``, ``masks``,
+        ``differentiable``, ``return_fit``, ``validate``, ``tol``, ``max_samples``), which
+        are not passed on.
+
         Returns:
             The interpretable model's representation: ``(1, F)`` for one instance and
             target as Captum; ``(B, F)`` for B instances; ``(B, K, F)`` with several
-            targets per instance; or a :class:`SurrogateFit` with ``return_fit=True``.
+            targets per instance; or a :class:`SurrogateFit` with ``return_fit=True``
+            (with standard errors, ``fit.stderr``, for torchlime's models).
+        """
+        return self._attribute(
+            inputs, target, additional_forward_args, n_samples, perturbations_per_eval, show_progress, kwargs,
+        )
+
+    def _attribute(
+        self, inputs: Any, target: Any, additional_forward_args: Any, n_samples: Any, perturbations_per_eval: int,
+        show_progress: bool, kwargs: dict, *, stderr: bool | None = None,
+    ) -> Any:
+        """:meth:`attribute`'s work, with its extras in ``kwargs`` (popped from it).
+
+        ``stderr``: compute the fit's standard errors (a second pass over the masks); None:
+        when ``return_fit`` asks for the fit. ``Lime`` takes the fit (``return_fit=True``) to
+        read its coefficients and asks for standard errors only when its own caller wants
+        the fit.
         """
         generator = kwargs.pop("generator", None)
         sampler = check_choice(kwargs.pop("sampler", "iid"), "sampler", self._SAMPLERS)
@@ -174,9 +201,7 @@ class LimeBase(CaptumLimeBase):
         masks = kwargs.pop("masks", None)
         differentiable = kwargs.pop("differentiable", False)
         return_fit = kwargs.pop("return_fit", False)
-        # Subclasses that read the fit for their own output (Lime) say whether the caller wants
-        # the standard errors: they cost a second pass over the masks.
-        stderr = kwargs.pop("_stderr", return_fit)
+        stderr = return_fit if stderr is None else stderr
         validate = kwargs.pop("validate", True)
         if masks is not None and sampler != "iid":
             raise ValueError(f"expected either masks= or sampler=, got both (sampler={sampler!r})")
@@ -347,7 +372,7 @@ class LimeBase(CaptumLimeBase):
             result = explain_masks(
                 self.forward_func, transform, Z3,
                 lambda X, y, w: fit_model(self.interpretable_model, X, y, w, differentiable=differentiable,
-                                          stderr=stderr, cluster=cluster),
+                                          stderr=stderr, cluster=cluster, checked=validate),
                 sample_weight=sample_weight, chunk_weight=None if sample_weight is not None else chunk_weight,
                 target=target, perturbations_per_eval=perturbations_per_eval, validate=validate,
                 progress=progress.update,
@@ -413,7 +438,7 @@ class LimeBase(CaptumLimeBase):
 
         def fit(X: Tensor, y: Tensor, w: Tensor, members: list[int], cluster: Any) -> SurrogateFit:
             return fit_model(self.interpretable_model, X, y, w, differentiable=differentiable, stderr=True,
-                             cluster=cluster)
+                             cluster=cluster, checked=validate)
 
         progress = _progress(show_progress, None, self._progress_name())
         try:

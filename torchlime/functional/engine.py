@@ -10,9 +10,12 @@ how samples are weighted and which surrogate is fitted, and this module does the
 
 1. :func:`model_outputs`: ``transform`` and ``forward_func`` on ``perturbations_per_eval``
    samples of every instance per call (rows instance-major), target selection with one
-   parser (:func:`parse_target`), one output check (:func:`check_outputs`);
+   parser (:func:`parse_target`);
 2. kernel weights for the whole batch (given, or computed per chunk from the model inputs);
-3. one batched surrogate fit for every instance and target (``fit(X, y, sample_weight)``).
+3. one check of what the fit gets (:func:`check_explained`: outputs, kernel weights and
+   masks, one host sync), the only one of an explainer's call: the explainers tell
+   torchlime's fits it was done (``checked=True``), so they do not check again;
+4. one batched surrogate fit for every instance and target (``fit(X, y, sample_weight)``).
 
 With ``validate=False`` and tensor targets nothing here synchronises with the host, so the
 loop runs inside ``torch.compile(fullgraph=True)`` and CUDA graphs. Phases are marked with
@@ -40,6 +43,7 @@ __all__ = [
     "select_targets",
     "check_outputs",
     "check_sample_weight",
+    "check_explained",
     "ModelOutputs",
     "model_outputs",
     "Explained",
@@ -259,8 +263,66 @@ def select_targets(out: Tensor, target: Target, batch_size: int, c: int) -> Tens
     return flat.gather(2, index.unsqueeze(1).expand(batch_size, c, index.shape[1]))
 
 
+def check_explained(
+    outputs: Tensor | None = None,
+    sample_weight: Tensor | None = None,
+    masks: Tensor | None = None,
+    names: Sequence[str] | None = None,
+) -> None:
+    """The engine's input check of a fit, in one host sync: outputs, kernel weights, masks.
+
+    Raises, in this order, on NaN or inf model outputs; NaN, inf or negative kernel
+    weights; an instance whose kernel weights are all zero; NaN or inf masks. The flags of
+    all of them are read on the host together (one sync when all is well); the places are
+    looked up only to name them. A fit given data that passed (the explainers pass
+    ``checked=True`` to :func:`torchlime.models.fit_model`) need not check them again.
+
+    Args:
+        outputs: ``(B, n, K)`` model outputs, or None.
+        sample_weight: ``(B, n)`` kernel weights, or None.
+        masks: ``(B, n, F)`` the design, or None.
+        names: what to call instance b in the messages (a song id, say); default "instance b".
+
+    Raises:
+        ValueError: naming up to 10 (instance, sample) pairs, or the instances.
+
+    Example:
+        >>> check_explained(torch.zeros(2, 4, 1), torch.ones(2, 4), torch.ones(2, 4, 3))
+        >>> check_explained(sample_weight=torch.tensor([[1.0, 0.5], [0.0, 0.0]]), names=["song a", "song b"])
+        Traceback (most recent call last):
+        ...
+        ValueError: all kernel weights are zero for song b: the kernel width is too small for these distances
+    """
+    bad_out = ~torch.isfinite(outputs).all(-1) if outputs is not None else None  # (B, n)
+    bad_w = ~torch.isfinite(sample_weight) | (sample_weight < 0) if sample_weight is not None else None
+    zero = (sample_weight == 0).all(-1) if sample_weight is not None else None  # (B,)
+    bad_z = ~torch.isfinite(masks).all(-1) if masks is not None and masks.dtype.is_floating_point else None
+    checks = [c for c in (bad_out, bad_w, zero, bad_z) if c is not None]
+    # One read of one flag (``bool``, which profilers count as a scalar read) when all is well.
+    if not checks or not bool(torch.stack([c.any() for c in checks]).any()):
+        return
+    label = (lambda b: names[b]) if names is not None else (lambda b: f"instance {b}")
+    if bad_out is not None and bool(bad_out.any()):
+        where = bad_out.nonzero().tolist()
+        shown = ", ".join(f"{label(b)} sample {s}" for b, s in where[:10])
+        more = f" and {len(where) - 10} more" if len(where) > 10 else ""
+        raise ValueError(f"forward_func returned NaN or inf for {shown}{more}")
+    if bad_w is not None and bool(bad_w.any()):
+        where = bad_w.nonzero().tolist()[:10]
+        raise ValueError(
+            f"expected finite, non-negative kernel weights, got bad ones at (instance, sample) {where}"
+        )
+    if zero is not None and bool(zero.any()):
+        which = [label(b) for b in zero.nonzero().flatten().tolist()]
+        raise ValueError(
+            f"all kernel weights are zero for {', '.join(which)}: the kernel width is too small for these distances"
+        )
+    where = bad_z.nonzero().tolist()[:10]
+    raise ValueError(f"expected finite masks, got NaN or inf at (instance, sample) {where}")
+
+
 def check_outputs(outputs: Tensor, names: Sequence[str] | None = None) -> None:
-    """Raise if the model returned NaN or inf (one host sync).
+    """Raise if the model returned NaN or inf (one host sync): :func:`check_explained` of the outputs.
 
     Args:
         outputs: ``(B, n, K)``.
@@ -269,17 +331,12 @@ def check_outputs(outputs: Tensor, names: Sequence[str] | None = None) -> None:
     Raises:
         ValueError: naming up to 10 (instance, sample) pairs.
     """
-    bad = ~torch.isfinite(outputs).all(-1)
-    if bool(bad.any()):
-        where = bad.nonzero().tolist()
-        label = (lambda b: names[b]) if names is not None else (lambda b: f"instance {b}")
-        shown = ", ".join(f"{label(b)} sample {s}" for b, s in where[:10])
-        more = f" and {len(where) - 10} more" if len(where) > 10 else ""
-        raise ValueError(f"forward_func returned NaN or inf for {shown}{more}")
+    check_explained(outputs, names=names)
 
 
 def check_sample_weight(sample_weight: Tensor, names: Sequence[str] | None = None) -> None:
-    """Raise on NaN, inf or negative kernel weights, or all-zero weights for an instance.
+    """Raise on NaN, inf or negative kernel weights, or all-zero weights for an instance
+    (one host sync): :func:`check_explained` of the weights.
 
     Args:
         sample_weight: ``(B, n)``.
@@ -288,19 +345,7 @@ def check_sample_weight(sample_weight: Tensor, names: Sequence[str] | None = Non
     Raises:
         ValueError: which instances and samples.
     """
-    label = (lambda b: names[b]) if names is not None else (lambda b: f"instance {b}")
-    bad = ~torch.isfinite(sample_weight) | (sample_weight < 0)
-    if bool(bad.any()):
-        where = bad.nonzero().tolist()[:10]
-        raise ValueError(
-            f"expected finite, non-negative kernel weights, got bad ones at (instance, sample) {where}"
-        )
-    zero = (sample_weight == 0).all(-1)
-    if bool(zero.any()):
-        which = [label(b) for b in zero.nonzero().flatten().tolist()]
-        raise ValueError(
-            f"all kernel weights are zero for {', '.join(which)}: the kernel width is too small for these distances"
-        )
+    check_explained(sample_weight=sample_weight, names=names)
 
 
 class ModelOutputs(NamedTuple):
@@ -441,7 +486,9 @@ def explain_masks(
         target: see :func:`parse_target`.
         default_target: what a None target means ("scalar" or "all").
         perturbations_per_eval: samples per instance per forward call (None: all).
-        validate: check outputs and weights (one host sync after the forwards).
+        validate: check outputs, weights and masks with :func:`check_explained` (one host
+            sync after the forwards); a ``fit`` of torchlime's models may then skip its own
+            check of the same data (``checked=True``).
         names: names of the B instances for error messages.
         finish: turns a raw model output into a tensor (see :func:`model_outputs`).
         progress: called once per forward call.
@@ -450,7 +497,7 @@ def explain_masks(
         :class:`Explained`.
 
     Raises:
-        ValueError: no weights given, NaN/inf outputs, bad weights (with ``validate``), and
+        ValueError: no weights given, NaN/inf outputs or masks, bad weights (with ``validate``), and
             the errors of :func:`model_outputs`.
 
     Example:
@@ -475,8 +522,7 @@ def explain_masks(
         with record_function("torchlime.kernel"):
             W = sample_weight(masks) if callable(sample_weight) else sample_weight
     if validate:
-        check_outputs(run.outputs, names)
-        check_sample_weight(W, names)
+        check_explained(run.outputs, W, masks, names)
     X = masks.to(run.outputs.dtype if run.outputs.dtype.is_floating_point else torch.float32)
     with record_function("torchlime.fit"):
         result = fit(X, run.outputs, W)
@@ -656,8 +702,8 @@ def explain_auto(
         target: see :func:`parse_target`; parsed once, on the first round.
         default_target: what a None target means.
         perturbations_per_eval: samples per instance per round (and per forward call).
-        validate: check outputs and weights (a host sync per round; the stopping rule
-            syncs anyway).
+        validate: check outputs, weights and masks (:func:`check_explained`, a host sync per
+            round; the stopping rule syncs anyway).
         names: names of the B instances for error messages.
         finish: turns a raw model output into a tensor.
         progress: called once per forward call.
@@ -700,8 +746,6 @@ def explain_auto(
         with record_function("torchlime.kernel"):
             k_sub = sample_weight(sub, live)
         labels = [names[b] if names is not None else f"instance {b}" for b in live]
-        if validate:
-            check_outputs(run.outputs, labels)
         K = run.outputs.shape[-1]
         Xs.append(masks.to(run.outputs.dtype))
         Ys.append(run.outputs.new_zeros(B, r, K).index_copy_(0, idx, run.outputs))
@@ -712,8 +756,8 @@ def explain_auto(
         if importance is not None:
             W_all = W_all * importance.to(W_all.device, W_all.dtype)
         W_live = W_all.index_select(0, idx)
-        if validate:
-            check_sample_weight(W_live, labels)
+        if validate:  # this round's outputs and masks, the weights of every sample so far
+            check_explained(run.outputs, W_live, sub, labels)
         with record_function("torchlime.fit"):
             result = fit(X_all.index_select(0, idx), Y_all.index_select(0, idx), W_live, live, cluster)
         done = budget_met(result, budget).tolist()

@@ -5,8 +5,9 @@ F interpretable features, K targets.
 
 Every fit takes ``X (..., n, F)``, ``y (..., n, K)`` (or ``(..., n)`` for one target) and
 sample weights ``w (..., n)``, solves in float64 and returns a :class:`SurrogateFit`
-in the dtype of ``y``. Nothing here synchronises with the host unless asked to
-(``lasso(..., sync_free=False)`` stops early once converged).
+in the dtype of ``y``. Each fit checks its inputs (one host sync) unless told they were
+checked (``checked=True``: the explainers check once, in the engine) or ``sync_free``;
+``lasso(..., sync_free=False)`` also reads values on the host to stop once converged.
 """
 
 from __future__ import annotations
@@ -220,6 +221,7 @@ def ridge(
     fit_intercept: bool = True,
     active: Tensor | None = None,
     sync_free: bool = False,
+    checked: bool = False,
 ) -> SurrogateFit:
     """Weighted ridge regression with scikit-learn ``Ridge`` semantics.
 
@@ -236,12 +238,18 @@ def ridge(
         active: ``(..., K, F)`` bool, fit only these features (others get 0).
         sync_free: skip the input checks (they read a flag on the host); for ``alpha > 0``
             the solve itself never synchronises.
+        checked: the caller has checked ``X``, ``y`` and ``sample_weight`` already (finite
+            X and y, finite non-negative weights with a positive one per problem: the
+            explainers' ``validate``, :func:`~torchlime.functional.engine.check_explained`):
+            skip the input check and its host sync. An overflow of the float64 sums of
+            finite data (values beyond about 1e150) then gives non-finite coefficients
+            instead of an error.
 
     Returns:
         :class:`SurrogateFit`.
 
     Raises:
-        ValueError: ``alpha < 0``; unless ``sync_free``, NaN or inf in ``X`` or ``y``, and
+        ValueError: ``alpha < 0``; unless ``sync_free`` or ``checked``, NaN or inf in ``X`` or ``y``, and
             sample weights that are negative, not finite or all zero for a problem.
 
     Example:
@@ -254,7 +262,7 @@ def ridge(
     dtype = _out_dtype(y)
     X, y, w, single = _prepare(X, y, sample_weight)
     m = _moments(X, y, w, fit_intercept)
-    if not sync_free:
+    if not (sync_free or checked):
         _check_problem(X, y, w, m)
     coef = _solve(m.gram, m.cross, float(alpha), active)
     return finish_fit(X, y, w, m, coef, single, dtype, fit_intercept)
@@ -267,6 +275,7 @@ def linear_regression(
     fit_intercept: bool = True,
     warn_singular: bool = False,
     sync_free: bool = False,
+    checked: bool = False,
 ) -> SurrogateFit:
     """Weighted least squares (scikit-learn ``LinearRegression``): minimum-norm solution.
 
@@ -281,18 +290,19 @@ def linear_regression(
             Cholesky; equal to the default pseudo-inverse to about 1e-9 relative on
             well-posed problems). The default, ``torch.linalg.pinv``, asks the host for
             its error code on CUDA. It also skips the input checks (as :func:`ridge`).
+        checked: the inputs were checked already: no input check (see :func:`ridge`).
 
     Returns:
         :class:`SurrogateFit`.
 
     Raises:
-        ValueError: unless ``sync_free``, NaN or inf in ``X`` or ``y``, and sample weights
+        ValueError: unless ``sync_free`` or ``checked``, NaN or inf in ``X`` or ``y``, and sample weights
             that are negative, not finite or all zero for a problem.
     """
     dtype = _out_dtype(y)
     X, y, w, single = _prepare(X, y, sample_weight)
     m = _moments(X, y, w, fit_intercept)
-    if not sync_free:
+    if not (sync_free or checked):
         _check_problem(X, y, w, m)
     if warn_singular:
         rank = torch.linalg.matrix_rank(m.gram, hermitian=True)
@@ -325,6 +335,7 @@ def lasso(
     max_iter: int = 1000,
     tol: float = 1e-12,
     sync_free: bool = False,
+    checked: bool = False,
 ) -> SurrogateFit:
     """Weighted lasso with scikit-learn ``Lasso`` semantics.
 
@@ -354,12 +365,13 @@ def lasso(
             step from Gershgorin's bound on the largest eigenvalue (``eigvalsh`` syncs on
             CUDA for its error code), so it may need more iterations; and no input
             checks (as :func:`ridge`).
+        checked: the inputs were checked already: no input check (see :func:`ridge`).
 
     Returns:
         :class:`SurrogateFit`.
 
     Raises:
-        ValueError: ``alpha < 0``, ``max_iter < 1``; unless ``sync_free``, NaN or inf in
+        ValueError: ``alpha < 0``, ``max_iter < 1``; unless ``sync_free`` or ``checked``, NaN or inf in
             ``X`` or ``y``, and sample weights that are negative, not finite or all zero
             for a problem.
     """
@@ -370,7 +382,7 @@ def lasso(
     dtype = _out_dtype(y)
     X, y, w, single = _prepare(X, y, sample_weight)
     m = _moments(X, y, w, fit_intercept)
-    if not sync_free:
+    if not (sync_free or checked):
         _check_problem(X, y, w, m)
     scale = m.weight_sum.clamp_min(torch.finfo(torch.float64).tiny)
     gram = m.gram / scale[..., None, None]

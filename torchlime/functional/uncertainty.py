@@ -27,6 +27,8 @@ import bisect
 import torch
 from torch import Tensor
 
+from ._linalg import moments, prepare
+
 __all__ = ["sandwich_stderr"]
 
 
@@ -61,7 +63,10 @@ def sandwich_stderr(
             were not drawn at random (a fixed first row, enumerated coalitions: no
             variance); None: every row is its own draw. A sampler's
             :attr:`~torchlime.functional.MaskSampler.clusters`.
-        chunk: rows handled at a time (memory stays O(chunk F + F^2) per instance and target).
+        chunk: rows of the residual pass handled at a time (memory stays O(chunk F + F^2) per
+            instance and target); the Gram matrix and the weighted mean of X come from the
+            fits' one pass (:func:`~torchlime.functional.weighted_moments`), a row block at a
+            time.
 
     Returns:
         ``(..., K, F)`` standard errors, in the dtype of ``coef``.
@@ -91,24 +96,16 @@ def sandwich_stderr(
     f64 = torch.float64
     w = sample_weight.to(f64)
     ids = cluster.to(X.device, torch.long) if cluster is not None else torch.arange(n, device=X.device)
-    wsum = w.sum(-1).clamp_min(torch.finfo(f64).tiny)
-    x_mean = None
-    if fit_intercept:
-        x_mean = sum((w[..., s : s + chunk].unsqueeze(-2) @ X[..., s : s + chunk, :].to(f64)).squeeze(-2)
-                     for s in range(0, n, chunk)) / wsum.unsqueeze(-1)
     b = coef.to(f64)
     b0 = intercept.to(f64)
     lead = torch.broadcast_shapes(X.shape[:-2], y.shape[:-2], w.shape[:-1], b.shape[:-2])
     K = b.shape[-2]
     act = None if active is None else active.to(torch.bool).expand(*lead, K, F)
-    # Bread: A = Xc^T W Xc + alpha I, restricted to the active features of each target.
-    gram = torch.zeros(*lead, F, F, dtype=f64, device=X.device)
-    for start in range(0, n, chunk):
-        xs = X[..., start : start + chunk, :].to(f64)
-        if x_mean is not None:
-            xs = xs - x_mean.unsqueeze(-2)
-        ws = w[..., start : start + chunk]
-        gram = gram + xs.transpose(-1, -2) @ (xs * ws.unsqueeze(-1))
+    # Bread: A = Xc^T W Xc + alpha I, restricted to the active features of each target; Xc^T W Xc
+    # and the weighted mean of X from the fits' own moments (one pass over the masks).
+    m = moments(*prepare(X, y, w)[:3], fit_intercept)
+    gram = m.gram.expand(*lead, F, F)
+    x_mean = m.x_mean if fit_intercept else None
     eye = torch.eye(F, dtype=f64, device=X.device)
     system = (gram + alpha * eye).unsqueeze(-3).expand(*lead, K, F, F)
     if act is not None:

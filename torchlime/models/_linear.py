@@ -44,7 +44,9 @@ class TorchLinearModel(Model):
         self._intercept: Tensor | None = None
         self.last_fit: S.SurrogateFit | None = None
 
-    def _fit(self, X: Tensor, y: Tensor, w: Tensor | None, differentiable: bool, sync_free: bool) -> S.SurrogateFit:
+    def _fit(
+        self, X: Tensor, y: Tensor, w: Tensor | None, differentiable: bool, sync_free: bool, checked: bool
+    ) -> S.SurrogateFit:
         raise NotImplementedError
 
     def fit_tensors(
@@ -56,6 +58,7 @@ class TorchLinearModel(Model):
         *,
         sync_free: bool = False,
         active: Tensor | None = None,
+        checked: bool = False,
     ) -> S.SurrogateFit:
         """Fit every instance and target at once.
 
@@ -68,6 +71,9 @@ class TorchLinearModel(Model):
                 ``torch.compile`` and CUDA graphs).
             active: ``(..., F)`` bool, the features each instance has (instances with fewer
                 features padded to F); the others get coefficient 0 and are never selected.
+            checked: ``X``, ``y`` and ``sample_weight`` were checked already (the engine's
+                ``validate``): the solve skips its own input check and host sync (see
+                :func:`torchlime.functional.ridge`).
 
         Returns:
             :class:`torchlime.functional.SurrogateFit`.
@@ -86,14 +92,14 @@ class TorchLinearModel(Model):
         if active is not None:
             # An inactive feature is held constant: centred away, it gets coefficient 0.
             X = torch.where(active.unsqueeze(-2).to(torch.bool), X, torch.ones_like(X))
-        fit = self._fit_active(X, y, sample_weight, differentiable, sync_free, active)
+        fit = self._fit_active(X, y, sample_weight, differentiable, sync_free, active, checked)
         self.last_fit = fit
         self._coef = fit.coef
         self._intercept = fit.intercept
         return fit
 
-    def _fit_active(self, X, y, w, differentiable, sync_free, active) -> S.SurrogateFit:
-        return self._fit(X, y, w, differentiable, sync_free)
+    def _fit_active(self, X, y, w, differentiable, sync_free, active, checked) -> S.SurrogateFit:
+        return self._fit(X, y, w, differentiable, sync_free, checked)
 
     #: the ridge penalty of the final solve (what the standard errors' bread adds to X^T W X)
     _stderr_alpha = 0.0
@@ -211,10 +217,11 @@ class Ridge(TorchLinearModel):
     def _stderr_alpha(self) -> float:
         return self.alpha
 
-    def _fit(self, X, y, w, differentiable, sync_free):
+    def _fit(self, X, y, w, differentiable, sync_free, checked):
         if self.alpha == 0:  # the minimum-norm least squares: the linear regression's solve
-            return S.linear_regression(X, y, w, fit_intercept=self.fit_intercept, sync_free=sync_free)
-        return S.ridge(X, y, w, alpha=self.alpha, fit_intercept=self.fit_intercept, sync_free=sync_free)
+            return S.linear_regression(X, y, w, fit_intercept=self.fit_intercept, sync_free=sync_free, checked=checked)
+        return S.ridge(X, y, w, alpha=self.alpha, fit_intercept=self.fit_intercept, sync_free=sync_free,
+                       checked=checked)
 
 
 class LinearRegression(TorchLinearModel):
@@ -234,10 +241,10 @@ class LinearRegression(TorchLinearModel):
         super().__init__()
         self.fit_intercept = fit_intercept
 
-    def _fit(self, X, y, w, differentiable, sync_free):
+    def _fit(self, X, y, w, differentiable, sync_free, checked):
         return S.linear_regression(
             X, y, w, fit_intercept=self.fit_intercept, warn_singular=not (differentiable or sync_free),
-            sync_free=sync_free,
+            sync_free=sync_free, checked=checked,
         )
 
 
@@ -278,10 +285,10 @@ class Lasso(TorchLinearModel):
     def _estimated(self, fit):
         return fit.coef != 0  # the support; the lasso's KKT system there is least squares
 
-    def _fit(self, X, y, w, differentiable, sync_free):
+    def _fit(self, X, y, w, differentiable, sync_free, checked):
         return S.lasso(
             X, y, w, alpha=self.alpha, fit_intercept=self.fit_intercept, max_iter=self.max_iter, tol=self.tol,
-            sync_free=sync_free,
+            sync_free=sync_free, checked=checked,
         )
 
 
@@ -330,7 +337,7 @@ class LimeSurrogate(TorchLinearModel):
     def _estimated(self, fit):
         return None if fit.selection is None else fit.selection.selected.reshape(fit.coef.shape).to(torch.bool)
 
-    def _fit_active(self, X, y, w, differentiable, sync_free, active):
+    def _fit_active(self, X, y, w, differentiable, sync_free, active, checked):  # lime_fit checks nothing
         from ..functional.selection import lime_fit
 
         if w is None:
@@ -382,6 +389,7 @@ def fit_model(
     active: Tensor | None = None,
     stderr: bool = False,
     cluster: Tensor | None = None,
+    checked: bool = False,
 ) -> S.SurrogateFit:
     """Fit any interpretable model on ``(B, n, F)`` masks: the one dispatch of every explainer.
 
@@ -400,6 +408,10 @@ def fit_model(
         stderr: also compute the coefficients' standard errors (``fit.stderr``; torchlime's
             models only, None for others).
         cluster: ``(n,)`` the independent draw of each row, for the standard errors.
+        checked: ``X``, ``y`` and ``sample_weight`` passed
+            :func:`torchlime.functional.engine.check_explained` (the engine's ``validate``):
+            torchlime's models skip their own check of them and its host sync; other models
+            check nothing anyway.
 
     Returns:
         :class:`torchlime.functional.SurrogateFit` with coefficients ``(B, K, F)``.
@@ -414,7 +426,8 @@ def fit_model(
         tensor([[[ 2., -1.]]])
     """
     if hasattr(model, "fit_tensors"):
-        fit = model.fit_tensors(X, y, sample_weight, differentiable, sync_free=sync_free, active=active)
+        fit = model.fit_tensors(X, y, sample_weight, differentiable, sync_free=sync_free, active=active,
+                                checked=checked)
         if stderr and hasattr(model, "stderr"):
             fit = fit._replace(stderr=model.stderr(X, y, sample_weight, fit, cluster=cluster, active=active).detach())
         return fit
