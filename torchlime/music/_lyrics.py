@@ -144,8 +144,9 @@ class LyricsFactorization:
     minutes). The outcome is remembered per tokenizer object, lyrics and settings (the last
     64 of each tokenizer; a change to the tokenizer's padding or truncation side, pad token or
     vocabulary checks anew), so the same song set up again (another explanation, its
-    evaluation) skips the tokenizer calls. The reason the fast path was not taken is in
-    ``exact_reason``.
+    evaluation) skips the tokenizer calls. Other changes made to a tokenizer in place (a new
+    normalizer on its backend, say) are not seen: give such a tokenizer as a new object. The
+    reason the fast path was not taken is in ``exact_reason``.
 
     Which combinations are fast (checked by the tests):
 
