@@ -939,6 +939,15 @@ def _fmt(v: float | None, digits: int = 3) -> str:
     return "n/a" if v is None else f"{v:.{digits}g}"
 
 
+def _curve_table(curves: dict[str, list[dict[str, Any]]], cell: Callable[[dict[str, Any]], str]) -> list[str]:
+    """A markdown table: one row per n, one column per curve, ``cell(point)`` where a curve has that n."""
+    lines = ["| n | " + " | ".join(curves) + " |", "|---:|" + "---:|" * len(curves)]
+    for n in sorted({p["n_samples"] for c in curves.values() for p in c}):
+        points = (next((p for p in c if p["n_samples"] == n), None) for c in curves.values())
+        lines.append(f"| {n} | " + " | ".join("" if p is None else cell(p) for p in points) + " |")
+    return lines
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The tables: KernelSHAP MSE and ratios, LIME error and stability, coverage, the demo song's 10%."""
     ks, lime, demo = result["kernel_shap"], result["lime_tabular"], result["demo"]
@@ -964,15 +973,8 @@ def markdown(result: dict[str, Any]) -> str:
         curves = entry["curves"]
         lines += [f"{model} (limit precision: iid and paired at the same n differ from it by "
                   f"{', '.join(f'{v:.2%}' for v in entry['limit_vs_other_samplers_rel_l2'].values())}):", "",
-                  "| n | " + " | ".join(curves) + " |", "|---:|" + "---:|" * len(curves)]
-        ns = sorted({p["n_samples"] for c in curves.values() for p in c})
-        for n in ns:
-            cells = []
-            for c in curves.values():
-                p = next((p for p in c if p["n_samples"] == n), None)
-                cells.append("" if p is None else f"{p['rel_l2_error_mean']:.3f} / {_fmt(p['spearman_between_seeds'], 2)}"
-                             f" / {_fmt(p['top5_jaccard_between_seeds'], 2)}")
-            lines.append(f"| {n} | " + " | ".join(cells) + " |")
+                  *_curve_table(curves, lambda p: f"{p['rel_l2_error_mean']:.3f} / "
+                                f"{_fmt(p['spearman_between_seeds'], 2)} / {_fmt(p['top5_jaccard_between_seeds'], 2)}")]
         lines += ["", "Samples factor vs iid (Captum's draws: torchlime's iid curve equals Captum's where both "
                   f"ran, max difference {_fmt(entry['captum_vs_torchlime_iid_max_error_difference'], 2)}, and goes on "
                   "to larger n): " + ", ".join(_factor_text(m, f) for m, f in entry["sample_factor_vs_iid"].items()
@@ -985,15 +987,9 @@ def markdown(result: dict[str, Any]) -> str:
               f"torchlime's composition: max |diff| {demo['reference_outputs_check']['max_abs_difference']:.2g}; "
               f"lime's fit vs torchlime's on the reference masks: max |diff| "
               f"{demo.get('reference_vs_torchlime_fit_max_abs_difference', float('nan')):.2g}.", ""]
-    curves = demo["curves"]
-    lines += ["| n | " + " | ".join(curves) + " |", "|---:|" + "---:|" * len(curves)]
-    for n in sorted({p["n_samples"] for c in curves.values() for p in c}):
-        cells = []
-        for c in curves.values():
-            p = next((p for p in c if p["n_samples"] == n), None)
-            cells.append("" if p is None else f"{p['rel_l2_error_mean']:.3f}{'' if p['top5_equal_limit_all_seeds'] else '*'}"
-                         f" / {_fmt(p['spearman_between_seeds'], 2)} / {_fmt(p['top5_jaccard_between_seeds'], 2)}")
-        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    lines += _curve_table(demo["curves"], lambda p: f"{p['rel_l2_error_mean']:.3f}"
+                          f"{'' if p['top5_equal_limit_all_seeds'] else '*'} / {_fmt(p['spearman_between_seeds'], 2)} / "
+                          f"{_fmt(p['top5_jaccard_between_seeds'], 2)}")
     lines += ["", "\\* some seed's top 5 is not the limit's.", "",
               "Samples factor vs the reference (median over n): " + ", ".join(
                   _factor_text(m, f) for m, f in demo["sample_factor_vs_reference"].items()), "",
